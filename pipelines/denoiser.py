@@ -1,0 +1,123 @@
+"""The model as A1111's samplers see it: a k-diffusion denoiser with classifier-free guidance.
+
+A1111 wraps the LDM UNet in k-diffusion's ``CompVisDenoiser``/``CompVisVDenoiser`` (sigma -> scalings, continuous
+timestep from log-sigma interpolation) and then in ``CFGDenoiser`` (cond and uncond in one batch when their token
+lengths match, separately otherwise; denoised = uncond + (cond - uncond) * scale). This module reproduces that on a
+diffusers UNet so our sampling is A1111's sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass
+class Cond:
+    """Text conditioning for a batch: cross-attention context [B, 77*k, D] and, for SDXL, the UNet's added vector."""
+
+    context: torch.Tensor
+    added: dict[str, torch.Tensor] | None = None  # {"text_embeds": [B, P], "time_ids": [B, n]} for SDXL
+
+    def __len__(self) -> int:
+        return self.context.shape[0]
+
+    @staticmethod
+    def cat(conds: list["Cond"]) -> "Cond":
+        added = None
+        if conds[0].added is not None:
+            added = {k: torch.cat([c.added[k] for c in conds]) for k in conds[0].added}
+        return Cond(torch.cat([c.context for c in conds]), added)
+
+
+@dataclass
+class KDenoiser:
+    """k-diffusion's CompVisDenoiser (eps) / CompVisVDenoiser (v) over a diffusers UNet.
+
+    ``model_sigmas`` supplies ``sigma_to_t`` (k-diffusion DiscreteSchedule's log-sigma interpolation).
+    """
+
+    unet: Any
+    model_sigmas: Any
+    prediction_type: str = "epsilon"
+
+    def scalings(self, sigma: torch.Tensor):
+        c_in = 1 / (sigma**2 + 1) ** 0.5
+        if self.prediction_type == "v_prediction":
+            c_skip = 1 / (sigma**2 + 1)
+            c_out = -sigma * c_in
+        else:
+            c_skip = torch.ones_like(sigma)
+            c_out = -sigma
+        return c_skip, c_out, c_in
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        c_skip, c_out, c_in = (s[:, None, None, None] for s in self.scalings(sigma))
+        t = self.model_sigmas.sigma_to_t(sigma)
+        dtype = self.unet.dtype
+        out = self.unet(
+            (x * c_in).to(dtype),
+            t.to(dtype) if dtype != torch.float32 else t,
+            encoder_hidden_states=cond.context.to(dtype),
+            added_cond_kwargs={k: v.to(dtype) for k, v in cond.added.items()} if cond.added else None,
+            return_dict=False,
+        )[0].to(x.dtype)
+        return x * c_skip + out * c_out
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+        """The UNet's noise prediction at integer timestep ``t`` on an unscaled (DDPM) latent: what A1111's
+        timestep samplers (DDIM, PLMS, UniPC) call. v-models are converted to eps."""
+        dtype = self.unet.dtype
+        out = self.unet(
+            x.to(dtype),
+            t.to(dtype) if dtype != torch.float32 else t.float(),
+            encoder_hidden_states=cond.context.to(dtype),
+            added_cond_kwargs={k: v.to(dtype) for k, v in cond.added.items()} if cond.added else None,
+            return_dict=False,
+        )[0].to(x.dtype)
+        if self.prediction_type == "v_prediction":
+            a = alphas_cumprod.to(x.device)[t.long()][:, None, None, None]
+            out = a.sqrt() * out + (1 - a).sqrt() * x
+        return out
+
+
+@dataclass
+class CFGDenoiser:
+    """A1111's CFGDenoiser: one call per sampler step, counts steps, supports interrupt/skip via ``should_stop``."""
+
+    inner: Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
+    cond: Cond
+    uncond: Cond
+    cfg_scale: float
+    should_stop: Callable[[], bool] = lambda: False
+    step: int = 0
+    last_noise_uncond: torch.Tensor | None = field(default=None, repr=False)
+
+    def combine(self, x_out: torch.Tensor, n: int) -> torch.Tensor:
+        cond_out, uncond_out = x_out[:n], x_out[n:]
+        denoised = uncond_out.clone()
+        denoised += (cond_out - uncond_out) * self.cfg_scale
+        return denoised
+
+    def run(self, x: torch.Tensor, sigma: torch.Tensor, fn) -> torch.Tensor:
+        if self.should_stop():
+            raise SamplingInterrupted()
+        n = x.shape[0]
+        x_in = torch.cat([x, x])
+        sigma_in = torch.cat([sigma, sigma])
+        if self.cond.context.shape[1] == self.uncond.context.shape[1]:
+            x_out = fn(x_in, sigma_in, Cond.cat([self.cond, self.uncond]))
+        else:  # different chunk counts: A1111 runs cond and uncond as separate batches
+            x_out = torch.cat([fn(x_in[:n], sigma_in[:n], self.cond), fn(x_in[n:], sigma_in[n:], self.uncond)])
+        self.step += 1
+        return x_out
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        x_out = self.run(x, sigma, self.inner)
+        return self.combine(x_out, x.shape[0])
+
+
+class SamplingInterrupted(Exception):
+    """Raised inside the sampler loop when the job was interrupted or skipped; the pipeline catches it."""
