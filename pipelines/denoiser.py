@@ -116,6 +116,7 @@ class CFGDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
         x_out = self.run(x, sigma, self.inner)
+        self.last_noise_uncond = x_out[x.shape[0]:]  # DDIM CFG++ reads the unguided prediction
         return self.combine(x_out, x.shape[0])
 
 

@@ -74,10 +74,10 @@ class ModelComponents:
 
 
 def sd_alphas_cumprod() -> torch.Tensor:
-    """The DDPM schedule every SD1/SD2/SDXL checkpoint was trained with (linear_start 0.00085, linear_end 0.012,
-    "scaled_linear" in diffusers' terms), in float32 as LDM's ``register_schedule`` stores it."""
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+    """The DDPM schedule every SD1/SD2/SDXL checkpoint was trained with (LDM's register_schedule values)."""
+    from pipelines.schedules import alphas_cumprod_sd
+
+    return alphas_cumprod_sd()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -411,8 +411,9 @@ def load_components(info: CheckpointInfo, plan: DevicePlan, tokenizer_dir: str) 
         raise
     except (KeyError, RuntimeError, ValueError, StopIteration) as e:
         raise CheckpointLoadError(f"{path}: not a loadable {arch} checkpoint ({type(e).__name__}: {e})") from e
-    unet.to(plan.device, plan.dtype)
-    vae.to(plan.device, plan.vae_dtype)
+    # torch.nn.Module.to, not diffusers' override: its fp32-module warning does not apply to our own casts
+    torch.nn.Module.to(unet, plan.device, plan.dtype)
+    torch.nn.Module.to(vae, plan.device, plan.vae_dtype)
     for te in (text_encoder, text_encoder_2):
         if te is not None:
             te.to(plan.device, plan.dtype)

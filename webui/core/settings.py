@@ -1,0 +1,338 @@
+"""A1111's options ("Settings" tab, /sdapi/v1/options, config.json) as one data table, plus the store.
+
+The table is the single source of keys, defaults, types, sections and UI hints; the API's GET/POST /options, the
+Settings tab and ``override_settings`` all read it. A request's overrides make an effective copy; the stored
+settings change only through :meth:`Settings.set` (POST /options, the UI), and are saved atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    default: Any
+    label: str
+    section: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    api_restricted: bool = False  # readable, not settable through the API (A1111's restrict_api)
+    display_only: bool = False  # HTML explanation entries
+
+
+def _opts(section: str, *rows: tuple) -> list[Option]:
+    out = []
+    for row in rows:
+        key, default, label, *rest = row
+        extra = rest[0] if rest else {}
+        out.append(Option(key, default, label, section, **extra))
+    return out
+
+
+SAMPLER_NAMES_NOTE = "see /sdapi/v1/samplers"
+
+OPTIONS: tuple[Option, ...] = tuple(
+    _opts(
+        "saving-images",
+        ("samples_save", True, "Always save all generated images"),
+        ("samples_format", "png", "File format for images", {"choices": ("png", "jpg", "jpeg", "webp")}),
+        ("samples_filename_pattern", "", "Images filename pattern"),
+        ("save_images_add_number", True, "Add number to filename when saving"),
+        ("grid_save", True, "Always save all generated image grids"),
+        ("grid_format", "png", "File format for grids"),
+        ("grid_extended_filename", False, "Add extended info (seed, prompt) to filename when saving grid"),
+        ("grid_only_if_multiple", True, "Do not save grids consisting of one picture"),
+        ("grid_prevent_empty_spots", False, "Prevent empty spots in grid (when set to autodetect)"),
+        ("n_rows", -1, "Grid row count; use -1 for autodetect and 0 for it to be same as batch size", {"minimum": -1, "maximum": 16, "step": 1}),
+        ("enable_pnginfo", True, "Save text information about generation parameters as chunks to png files"),
+        ("save_txt", False, "Create a text file next to every image with generation parameters."),
+        ("save_images_before_face_restoration", False, "Save a copy of image before doing face restoration."),
+        ("jpeg_quality", 80, "Quality for saved jpeg and webp images", {"minimum": 1, "maximum": 100, "step": 1}),
+        ("webp_lossless", False, "Use lossless compression for webp images"),
+        ("export_for_4chan", True, "Save copy of large images as JPG"),
+        ("use_original_name_batch", True, "Use original name for output filename during batch process in extras tab"),
+        ("save_selected_only", True, "When using 'Save' button, only save a single selected image"),
+    )
+    + _opts(
+        "saving-paths",
+        ("outdir_samples", "", "Output directory for images; if empty, defaults to three directories below"),
+        ("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images"),
+        ("outdir_img2img_samples", "outputs/img2img-images", "Output directory for img2img images"),
+        ("outdir_extras_samples", "outputs/extras-images", "Output directory for images from extras tab"),
+        ("outdir_grids", "", "Output directory for grids; if empty, defaults to two directories below"),
+        ("outdir_txt2img_grids", "outputs/txt2img-grids", "Output directory for txt2img grids"),
+        ("outdir_img2img_grids", "outputs/img2img-grids", "Output directory for img2img grids"),
+        ("outdir_save", "log/images", "Directory for saving images using the Save button"),
+        ("outdir_init_images", "outputs/init-images", "Directory for saving init images when using img2img"),
+    )
+    + _opts(
+        "saving-to-dirs",
+        ("save_to_dirs", True, "Save images to a subdirectory"),
+        ("grid_save_to_dirs", True, "Save grids to a subdirectory"),
+        ("directories_filename_pattern", "[date]", "Directory name pattern"),
+        ("directories_max_prompt_words", 8, "Max prompt words for [prompt_words] pattern", {"minimum": 1, "maximum": 20, "step": 1}),
+    )
+    + _opts(
+        "sd",
+        ("sd_model_checkpoint", None, "Stable Diffusion checkpoint"),
+        ("sd_checkpoints_limit", 1, "Maximum number of checkpoints loaded at the same time", {"minimum": 1, "maximum": 10, "step": 1}),
+        ("sd_checkpoints_keep_in_cpu", True, "Only keep one model on device"),
+        ("sd_checkpoint_cache", 0, "Checkpoints to cache in RAM", {"minimum": 0, "maximum": 10, "step": 1}),
+        ("sd_unet", "Automatic", "SD Unet"),
+        ("enable_quantization", False, "Enable quantization in K samplers for sharper and cleaner results."),
+        ("emphasis", "Original", "Emphasis mode", {"choices": ("None", "Ignore", "Original", "No norm")}),
+        ("enable_batch_seeds", True, "Make K-diffusion samplers produce same images in a batch as when making a single image"),
+        ("comma_padding_backtrack", 20, "Prompt word wrap length limit", {"minimum": 0, "maximum": 74, "step": 1}),
+        ("CLIP_stop_at_last_layers", 1, "Clip skip", {"minimum": 1, "maximum": 12, "step": 1}),
+        ("upcast_attn", False, "Upcast cross attention layer to float32"),
+        ("randn_source", "GPU", "Random number generator source.", {"choices": ("GPU", "CPU", "NV")}),
+        ("tiling", False, "Tiling"),
+        ("hires_fix_refiner_pass", "second pass", "Hires fix: which pass to enable refiner for", {"choices": ("first pass", "second pass", "both passes")}),
+    )
+    + _opts(
+        "sdxl",
+        ("sdxl_crop_top", 0, "crop top coordinate"),
+        ("sdxl_crop_left", 0, "crop left coordinate"),
+        ("sdxl_refiner_low_aesthetic_score", 2.5, "SDXL low aesthetic score"),
+        ("sdxl_refiner_high_aesthetic_score", 6.0, "SDXL high aesthetic score"),
+    )
+    + _opts(
+        "vae",
+        ("sd_vae", "Automatic", "SD VAE"),
+        ("sd_vae_overrides_per_model_preferences", True, "Selected VAE overrides per-model preferences"),
+        ("auto_vae_precision_bfloat16", False, "Automatically convert VAE to bfloat16"),
+        ("auto_vae_precision", True, "Automatically revert VAE to 32-bit floats"),
+        ("sd_vae_encode_method", "Full", "VAE type for encode", {"choices": ("Full", "TAESD")}),
+        ("sd_vae_decode_method", "Full", "VAE type for decode", {"choices": ("Full", "TAESD")}),
+    )
+    + _opts(
+        "img2img",
+        ("inpainting_mask_weight", 1.0, "Inpainting conditioning mask strength", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+        ("initial_noise_multiplier", 1.0, "Noise multiplier for img2img", {"minimum": 0.0, "maximum": 1.5, "step": 0.001}),
+        ("img2img_extra_noise", 0.0, "Extra noise multiplier for img2img and hires fix", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+        ("img2img_color_correction", False, "Apply color correction to img2img results to match original colors."),
+        ("img2img_fix_steps", False, "With img2img, do exactly the amount of steps the slider specifies."),
+        ("img2img_background_color", "#ffffff", "With img2img, fill transparent parts of the input image with this color."),
+        ("return_mask", False, "For inpainting, include the greyscale mask in results for web"),
+        ("return_mask_composite", False, "For inpainting, include masked composite in results for web"),
+        ("img2img_batch_show_results_limit", 32, "Show the first N batch img2img results in UI"),
+        ("upscaler_for_img2img", None, "Upscaler for img2img"),
+    )
+    + _opts(
+        "optimizations",
+        ("cross_attention_optimization", "Automatic", "Cross attention optimization"),
+        ("s_min_uncond", 0.0, "Negative Guidance minimum sigma", {"minimum": 0.0, "maximum": 15.0, "step": 0.01}),
+        ("token_merging_ratio", 0.0, "Token merging ratio", {"minimum": 0.0, "maximum": 0.9, "step": 0.1}),
+        ("token_merging_ratio_img2img", 0.0, "Token merging ratio for img2img"),
+        ("token_merging_ratio_hr", 0.0, "Token merging ratio for high-res pass"),
+        ("pad_cond_uncond", False, "Pad prompt/negative prompt"),
+        ("pad_cond_uncond_v0", False, "Pad prompt/negative prompt (v0)"),
+        ("persistent_cond_cache", True, "Persistent cond cache"),
+        ("batch_cond_uncond", True, "Batch cond/uncond"),
+    )
+    + _opts(
+        "compatibility",
+        ("use_old_emphasis_implementation", False, "Use old emphasis implementation. Can be useful to reproduce old seeds."),
+        ("use_old_karras_scheduler_sigmas", False, "Use old karras scheduler sigmas (0.1 to 10)."),
+        ("no_dpmpp_sde_batch_determinism", False, "Do not make DPM++ SDE deterministic across different batch sizes."),
+        ("use_old_hires_fix_width_height", False, "For hires fix, use width/height sliders to set final resolution rather than first pass"),
+        ("hires_fix_use_firstpass_conds", False, "For hires fix, calculate conds of second pass using extra networks of first pass."),
+        ("use_old_scheduling", False, "Use old prompt editing timelines."),
+        ("use_downcasted_alpha_bar", False, "Downcast model alphas_cumprod to fp16 before sampling. For reproducing old seeds."),
+        ("refiner_switch_by_sample_steps", False, "Switch to refiner by sampling steps instead of model timesteps."),
+    )
+    + _opts(
+        "infotext",
+        ("add_model_hash_to_info", True, "Add model hash to infotext"),
+        ("add_model_name_to_info", True, "Add model name to infotext"),
+        ("add_user_name_to_info", False, "Add user name to infotext when authenticated"),
+        ("add_version_to_infotext", True, "Add program version to infotext"),
+        ("add_vae_hash_to_info", True, "Add VAE hash to infotext"),
+        ("add_vae_name_to_info", True, "Add VAE name to infotext"),
+        ("disable_weights_auto_swap", True, "Disregard checkpoint information from pasted infotext"),
+        ("infotext_skip_pasting", [], "Disregard fields from pasted infotext"),
+        ("infotext_styles", "Apply if any", "Infer styles from prompts of pasted infotext", {"choices": ("Ignore", "Apply", "Discard", "Apply if any")}),
+    )
+    + _opts(
+        "ui",
+        ("show_progressbar", True, "Show progressbar"),
+        ("live_previews_enable", True, "Show live previews of the created image"),
+        ("live_previews_image_format", "png", "Live preview file format", {"choices": ("jpeg", "png", "webp")}),
+        ("show_progress_grid", True, "Show previews of all images generated in a batch as a grid"),
+        ("show_progress_every_n_steps", 10, "Live preview display period", {"minimum": -1, "maximum": 32, "step": 1}),
+        ("show_progress_type", "Approx NN", "Live preview method", {"choices": ("Full", "Approx NN", "Approx cheap", "TAESD")}),
+        ("live_preview_content", "Prompt", "Live preview subject", {"choices": ("Combined", "Prompt", "Negative prompt")}),
+        ("live_preview_refresh_period", 1000, "Progressbar and preview update period"),
+        ("quicksettings_list", ["sd_model_checkpoint"], "Quicksettings list"),
+        ("hide_samplers", [], "Hide samplers in user interface"),
+        ("return_grid", True, "Show grid in gallery"),
+        ("do_not_show_images", False, "Do not show any images in gallery"),
+        ("js_modal_lightbox", True, "Full page image viewer: enable"),
+        ("enable_prompt_comments", True, "Enable comments"),
+        ("disable_token_counters", False, "Disable prompt token counters"),
+    )
+    + _opts(
+        "sampler-params",
+        ("eta_ddim", 0.0, "Eta for DDIM", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+        ("eta_ancestral", 1.0, "Eta for k-diffusion samplers", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+        ("ddim_discretize", "uniform", "img2img DDIM discretize", {"choices": ("uniform", "quad")}),
+        ("s_churn", 0.0, "sigma churn", {"minimum": 0.0, "maximum": 100.0, "step": 0.01}),
+        ("s_tmin", 0.0, "sigma tmin", {"minimum": 0.0, "maximum": 10.0, "step": 0.01}),
+        ("s_tmax", 0.0, "sigma tmax", {"minimum": 0.0, "maximum": 999.0, "step": 0.01}),
+        ("s_noise", 1.0, "sigma noise", {"minimum": 0.0, "maximum": 1.1, "step": 0.001}),
+        ("sigma_min", 0.0, "sigma min"),
+        ("sigma_max", 0.0, "sigma max"),
+        ("rho", 0.0, "rho"),
+        ("eta_noise_seed_delta", 0, "Eta noise seed delta (ENSD)"),
+        ("always_discard_next_to_last_sigma", False, "Always discard next-to-last sigma"),
+        ("sgm_noise_multiplier", False, "SGM noise multiplier"),
+        ("uni_pc_variant", "bh1", "UniPC variant", {"choices": ("bh1", "bh2", "vary_coeff")}),
+        ("uni_pc_skip_type", "time_uniform", "UniPC skip type", {"choices": ("time_uniform", "time_quadratic", "logSNR")}),
+        ("uni_pc_order", 3, "UniPC order", {"minimum": 1, "maximum": 50, "step": 1}),
+        ("uni_pc_lower_order_final", True, "UniPC lower order final"),
+        ("sd_noise_schedule", "Default", "Noise schedule for sampling", {"choices": ("Default", "Zero Terminal SNR")}),
+        ("beta_dist_alpha", 0.6, "Beta scheduler - alpha", {"minimum": 0.01, "maximum": 1.0, "step": 0.01}),
+        ("beta_dist_beta", 0.6, "Beta scheduler - beta", {"minimum": 0.01, "maximum": 1.0, "step": 0.01}),
+    )
+    + _opts(
+        "face-restoration",
+        ("face_restoration", False, "Restore faces"),
+        ("face_restoration_model", "CodeFormer", "Face restoration model"),
+        ("code_former_weight", 0.5, "CodeFormer weight", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+        ("face_restoration_unload", False, "Move face restoration model from VRAM into RAM after processing"),
+    )
+    + _opts(
+        "upscaling",
+        ("ESRGAN_tile", 192, "Tile size for ESRGAN upscalers.", {"minimum": 0, "maximum": 512, "step": 16}),
+        ("ESRGAN_tile_overlap", 8, "Tile overlap for ESRGAN upscalers.", {"minimum": 0, "maximum": 48, "step": 1}),
+        ("realesrgan_enabled_models", ["R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B"], "Select which Real-ESRGAN models to show in the web UI."),
+        ("dat_enabled_models", ["DAT x2", "DAT x3", "DAT x4"], "Select which DAT models to show in the web UI."),
+        ("upscaler_for_img2img_default", None, "Upscaler for img2img (deprecated alias)"),
+    )
+    + _opts(
+        "system",
+        ("auto_launch_browser", "Local", "Automatically open webui in browser on startup"),
+        ("enable_console_prompts", False, "Print prompts to console when generating with txt2img and img2img."),
+        ("show_warnings", False, "Show warnings in console."),
+        ("memmon_poll_rate", 8, "VRAM usage polls per second during generation."),
+        ("multiple_tqdm", True, "Add a second progress bar to the console that shows progress for an entire job."),
+        ("list_hidden_files", True, "Load models/files in hidden directories"),
+        ("disable_mmap_load_safetensors", False, "Disable memmapping for loading .safetensors files."),
+    )
+    + _opts(
+        "api",
+        ("api_enable_requests", True, "Allow http:// and https:// URLs for input images in API", {"api_restricted": True}),
+        ("api_forbid_local_requests", True, "Forbid URLs to local resources", {"api_restricted": True}),
+        ("api_useragent", "", "User agent for requests", {"api_restricted": True}),
+    )
+    + _opts(
+        "training",
+        ("unload_models_when_training", False, "Move VAE and CLIP to RAM when training if possible."),
+        ("save_training_settings_to_txt", True, "Save textual inversion and hypernet settings to a text file whenever training starts."),
+        ("training_image_repeats_per_epoch", 1, "Number of repeats for a single input image per epoch"),
+    )
+)
+
+OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+
+
+class UnknownOption(KeyError):
+    """A key that is not a registered option (A1111 raises KeyError -> 500; we answer 4xx naming the key)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"unknown option {self.key!r}; see GET /sdapi/v1/options for the valid keys"
+
+
+@dataclass
+class Settings:
+    """The stored options: registered keys only, values as stored (ints stay ints, as checked against A1111)."""
+
+    path: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @classmethod
+    def load(cls, path: str | None) -> "Settings":
+        values: dict[str, Any] = {}
+        if path and os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    stored = json.load(f)
+                values = {k: v for k, v in stored.items() if k in OPTIONS_BY_KEY}
+            except (OSError, ValueError) as e:
+                log.warning("could not read settings %s (%s); using defaults", path, e)
+        return cls(path=path, values=values)
+
+    def get(self, key: str) -> Any:
+        if key not in OPTIONS_BY_KEY:
+            raise UnknownOption(key)
+        return self.values.get(key, OPTIONS_BY_KEY[key].default)
+
+    def __getattr__(self, key: str) -> Any:  # opts.samples_format, as A1111 code reads options
+        if key.startswith("_") or key in ("path", "values"):
+            raise AttributeError(key)
+        try:
+            return self.get(key)
+        except UnknownOption as e:
+            raise AttributeError(key) from e
+
+    def all(self) -> dict[str, Any]:
+        """Every registered key with its current value, in table order (GET /sdapi/v1/options)."""
+        with self._lock:
+            return {o.key: self.values.get(o.key, o.default) for o in OPTIONS}
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Settings":
+        """An effective copy for one request; unknown keys raise :class:`UnknownOption`."""
+        if not overrides:
+            return self
+        for key in overrides:
+            if key not in OPTIONS_BY_KEY:
+                raise UnknownOption(key)
+        with self._lock:
+            return Settings(path=None, values={**self.values, **dict(overrides)})
+
+    def set(self, key: str, value: Any) -> bool:
+        """Store one value (no save). Returns whether it changed."""
+        if key not in OPTIONS_BY_KEY:
+            raise UnknownOption(key)
+        with self._lock:
+            if self.get(key) == value and key in self.values:
+                return False
+            self.values[key] = value
+            return True
+
+    def save(self) -> None:
+        """Write config.json atomically (temp file + rename), like A1111 but without a torn file on a crash."""
+        if not self.path:
+            return
+        with self._lock:
+            data = json.dumps(self.all(), indent=4, ensure_ascii=False)
+        folder = os.path.dirname(self.path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def keys(self) -> Iterable[str]:
+        return OPTIONS_BY_KEY.keys()

@@ -1,0 +1,94 @@
+"""AppState: the only shared state -- config, settings, registries, engine, queue. Built by ``build_state``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from webui.config import Config, ensure_data_dirs
+from webui.core.devices import DevicePlan, plan_devices
+from webui.core.engine import Engine, EnginePaths
+from webui.core.queue import JobQueue
+from webui.core.registry import CheckpointRegistry, HashCache, VaeRegistry
+from webui.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    config: Config
+    settings: Settings
+    registry: CheckpointRegistry
+    vae_registry: VaeRegistry
+    engine: Engine
+    queue: JobQueue
+    plan: DevicePlan
+    demo_notice: str | None = None
+
+
+def build_state(config: Config, *, create_demo: bool = True) -> AppState:
+    """Create folders, read settings, scan models (writing the demo model when there is none), plan devices.
+
+    Loads no model: that happens on the worker (``preload``) or on the first request.
+    """
+    from webui.core.demo_model import DEMO_FILENAME, DEMO_NOTICE, ensure_demo_checkpoint
+
+    ensure_data_dirs(config)
+    settings = Settings.load(config.ui_settings_file)
+    hash_cache = HashCache(config.hash_cache_file)
+    ckpt_file = config.ckpt if config.ckpt and os.path.isfile(config.ckpt) else None
+    extra_dirs = tuple(d for d in (config.ckpt_dir,) if d)
+    registry = CheckpointRegistry(
+        config.checkpoints_dir, extra_dirs=extra_dirs, ckpt_file=ckpt_file, hash_cache=hash_cache,
+        no_hashing=config.no_hashing,
+    )
+    registry.refresh()
+    demo_notice = None
+    if not registry.list() and create_demo:
+        ensure_demo_checkpoint(config.checkpoints_dir)
+        registry.refresh()
+    if any(os.path.basename(c.filename) == DEMO_FILENAME for c in registry.list()) and len(registry.list()) == 1:
+        demo_notice = DEMO_NOTICE.format(folder=config.checkpoints_dir)
+        log.warning(demo_notice)
+    vae_registry = VaeRegistry(
+        config.vae_models_dir, config.checkpoints_dir, extra_dirs=extra_dirs,
+        extra_vae_dirs=tuple(d for d in (config.vae_dir,) if d),
+    )
+    vae_registry.refresh()
+    plan = plan_devices(
+        use_cpu=config.use_cpu, precision=config.precision, no_half=config.no_half, no_half_vae=config.no_half_vae,
+        medvram=config.medvram, lowvram=config.lowvram, device_id=config.device_id,
+    )
+    log.info("Device: %s", plan.description)
+    engine = Engine(
+        settings=settings,
+        registry=registry,
+        plan=plan,
+        paths=EnginePaths(data_dir=config.data_dir, tokenizer_dir=os.path.join(config.data_dir, "cache", "clip-tokenizer")),
+    )
+    return AppState(
+        config=config, settings=settings, registry=registry, vae_registry=vae_registry, engine=engine,
+        queue=JobQueue(), plan=plan, demo_notice=demo_notice,
+    )
+
+
+def preload_model(state: AppState) -> None:
+    """Load the selected checkpoint on the worker at start-up (A1111 does, unless --skip-load-model-at-start) and
+    store its title in ``sd_model_checkpoint``. A failure is logged, not fatal: the server keeps serving."""
+
+    def job(progress):
+        info = state.engine.resolve_checkpoint(None)
+        comp = state.engine.load(info)
+        if state.settings.set("sd_model_checkpoint", comp.info.title):
+            state.settings.save()
+        return comp.info.title
+
+    future = state.queue.submit("load-model", job)
+
+    def done(f):
+        if f.exception() is not None:
+            log.error("Could not load the checkpoint at start-up: %s", f.exception())
+
+    future.add_done_callback(done)
