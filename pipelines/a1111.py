@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.denoiser import CFGDenoiser, Cond, KDenoiser, SamplingInterrupted
+from pipelines.denoiser import CFGDenoiser, Cond, KDenoiser, LCMDenoiser, LCMSigmas, SamplingInterrupted
 from pipelines.schedules import ModelSigmas
 
 
@@ -29,6 +29,7 @@ class SamplerRun:
     timesteps: Any = None  # timestep samplers
     kwargs: dict = field(default_factory=dict)
     brownian_noise: bool = False
+    denoiser: str = "k-diffusion"  # or "lcm": A1111's LCMCompVisDenoiser
 
 
 class A1111Pipeline:
@@ -38,6 +39,7 @@ class A1111Pipeline:
         self.components = components
         self.model_sigmas = ModelSigmas(components.alphas_cumprod.to(components.plan.device))
         self.denoiser = KDenoiser(components.unet, self.model_sigmas, components.prediction_type)
+        self.lcm_sigmas = LCMSigmas(components.alphas_cumprod.to(components.plan.device))
 
     @torch.no_grad()
     def __call__(
@@ -55,7 +57,9 @@ class A1111Pipeline:
     ) -> torch.Tensor:
         device = self.components.plan.device
         # 1. The guided model: CFGDenoiser over the k-diffusion wrapper (sigma space) or the eps model (timesteps).
-        if run.kind == "k":
+        if run.kind == "k" and run.denoiser == "lcm":
+            inner = LCMDenoiser(self.components.unet, self.lcm_sigmas, self.components.prediction_type)
+        elif run.kind == "k":
             inner = self.denoiser
         else:
             alphas = self.components.alphas_cumprod.to(device)
@@ -83,6 +87,8 @@ class A1111Pipeline:
         else:
             if "timesteps" in params:
                 kwargs["timesteps"] = run.timesteps
+            if "alphas_cumprod" in params:
+                kwargs["alphas_cumprod"] = alphas
             steps = len(run.timesteps) if run.timesteps is not None else 0
             if "noise_sampler" in params:
                 kwargs["noise_sampler"] = lambda *a: rng_next().to(device, x.dtype)
@@ -99,7 +105,8 @@ class A1111Pipeline:
             if run.kind == "k":
                 samples = run.function(model, x, sigmas, extra_args={}, callback=on_step, disable=True, **kwargs)
             else:
-                samples = run.function(model, x, extra_args={}, callback=on_step, disable=True, **kwargs)
+                timesteps = kwargs.pop("timesteps", run.timesteps)
+                samples = run.function(model, x, timesteps, extra_args={}, callback=on_step, disable=True, **kwargs)
         except SamplingInterrupted:
             samples = last["latent"]
         return samples

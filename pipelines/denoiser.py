@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import torch
 
+from pipelines.schedules import ModelSigmas
+
 
 @dataclass
 class Cond:
@@ -91,6 +93,8 @@ class CFGDenoiser:
     cond: Cond
     uncond: Cond
     cfg_scale: float
+    cond_scale_multiplier: float = 1.0  # DDIM CFG++ sets 1/12.5
+    need_last_noise_uncond: bool = False
     should_stop: Callable[[], bool] = lambda: False
     step: int = 0
     last_noise_uncond: torch.Tensor | None = field(default=None, repr=False)
@@ -98,7 +102,7 @@ class CFGDenoiser:
     def combine(self, x_out: torch.Tensor, n: int) -> torch.Tensor:
         cond_out, uncond_out = x_out[:n], x_out[n:]
         denoised = uncond_out.clone()
-        denoised += (cond_out - uncond_out) * self.cfg_scale
+        denoised += (cond_out - uncond_out) * (self.cfg_scale * self.cond_scale_multiplier)
         return denoised
 
     def run(self, x: torch.Tensor, sigma: torch.Tensor, fn) -> torch.Tensor:
@@ -120,5 +124,51 @@ class CFGDenoiser:
         return self.combine(x_out, x.shape[0])
 
 
+@dataclass
+class LCMDenoiser(KDenoiser):
+    """A1111's LCMCompVisDenoiser: eps model on the 50-step LCM timestep grid, then LCM's boundary scalings
+    (sigma_data 0.5, timestep scaled by 10) applied to the eps-denoised estimate."""
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        denoised = super().__call__(x, sigma, cond)
+        t = self.model_sigmas.sigma_to_t(sigma).to(x.dtype)[:, None, None, None] * 10.0
+        c_skip = 0.25 / (t**2 + 0.25)
+        c_out = t / (t**2 + 0.25) ** 0.5
+        return c_out * denoised + c_skip * x
+
+
 class SamplingInterrupted(Exception):
     """Raised inside the sampler loop when the job was interrupted or skipped; the pipeline catches it."""
+
+
+class LCMSigmas(ModelSigmas):
+    """A1111's LCMCompVisDenoiser schedule: 50 "original" timesteps (every 20th of the 1000), timesteps snapped to
+    them, sigmas linear in t. Its scalings live in pipelines.denoiser.LCMDenoiser."""
+
+    timesteps = 1000
+    original_timesteps = 50
+
+    def __init__(self, alphas_cumprod: torch.Tensor):
+        self.skip_steps = self.timesteps // self.original_timesteps
+        valid = torch.zeros(self.original_timesteps, dtype=torch.float32)
+        for x in range(self.original_timesteps):
+            valid[self.original_timesteps - 1 - x] = alphas_cumprod[self.timesteps - 1 - x * self.skip_steps]
+        super().__init__(valid)
+
+    def sigma_to_t(self, sigma, quantize=None):
+        sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        dists = sigma.log() - self.log_sigmas.to(sigma.device)[:, None]
+        return dists.abs().argmin(dim=0).view(sigma.shape) * self.skip_steps + (self.skip_steps - 1)
+
+    def t_to_sigma(self, t):
+        t = torch.clamp(((torch.as_tensor(t) - (self.skip_steps - 1)) / self.skip_steps).float(), min=0,
+                        max=len(self.sigmas) - 1)
+        return super().t_to_sigma(t)
+
+    def get_sigmas(self, n=None):
+        if n is None:
+            return torch.cat([self.sigmas.flip(0), self.sigmas.new_zeros(1)])
+        start = self.sigma_to_t(torch.tensor(self.sigma_max))
+        end = self.sigma_to_t(torch.tensor(self.sigma_min))
+        t = torch.linspace(float(start), float(end), n)
+        return torch.cat([self.t_to_sigma(t), t.new_zeros(1)])

@@ -2,7 +2,8 @@
 
 These work on the model's discrete timesteps, not on sigmas, and ignore the schedule type::
 
-    ddim(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=0.0, *, alphas_cumprod, noise_sampler=None)
+    ddim(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=0.0, *,
+         alphas_cumprod, noise_sampler=None)
 
 ``model(x, t_batch, **extra_args)`` returns the noise prediction eps (CFG applied by the caller; for v-prediction
 models the caller converts v to eps first, as A1111's CompVisTimestepsVDenoiser does). ``alphas_cumprod`` is the
@@ -18,6 +19,7 @@ the model with fractional timesteps.
 from __future__ import annotations
 
 
+import numpy as np
 import torch
 
 __all__ = ["timesteps_for", "ddim", "ddim_cfgpp", "plms", "unipc", "NoiseScheduleVP", "UniPC"]
@@ -51,9 +53,10 @@ def _ddim_tables(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, x: torch
     a_prev64 = alphas_prev.cpu().to(torch.float64)
     a = alphas.cpu()
     # A1111 mixes numpy float64 and torch: ndarray / tensor runs as tensor.reciprocal() * ndarray, so 1 / (1 - a) is
-    # taken in alpha_bar's own dtype (float32) and only then promoted to float64
-    sigmas = eta * torch.sqrt((1 - a).reciprocal().to(torch.float64) * (1 - a_prev64)
-                              * (1 - a.to(torch.float64) / a_prev64))
+    # taken in alpha_bar's own dtype (float32) and only then promoted to float64; the square root is numpy's
+    # (it can differ from torch's float64 sqrt in the last bit)
+    inner = (1 - a).reciprocal().to(torch.float64) * (1 - a_prev64) * (1 - a.to(torch.float64) / a_prev64)
+    sigmas = eta * torch.from_numpy(np.sqrt(inner.numpy()))
     return alphas, alphas_prev, sqrt_one_minus_alphas, sigmas
 
 
@@ -267,7 +270,7 @@ class UniPC:
         if skip_type == "time_quadratic":
             t_order = 2
             return torch.linspace(t_T ** (1.0 / t_order), t_0 ** (1.0 / t_order), N + 1).pow(t_order).to(device)
-        raise ValueError(f"Unsupported skip_type {skip_type}, need to be 'logSNR' or 'time_uniform' or 'time_quadratic'")
+        raise ValueError(f"Unsupported skip_type {skip_type}; choose logSNR, time_uniform or time_quadratic")
 
     def update(self, x, model_prev_list, t_prev_list, t, order, use_corrector=True):
         if len(t.shape) == 0:
@@ -328,14 +331,14 @@ class UniPC:
         x_t = x_t_
         if len(D1s) > 0:
             for k in range(K - 1):
-                x_t = x_t - alpha_t * h_phi_ks[k + 1] * torch.einsum("bkchw,k->bchw", D1s, A_p[k])
+                x_t = x_t - alpha_t * h_phi_ks[k + 1] * torch.einsum("bkchw,k->bchw", D1s, A_p[k].to(D1s.dtype))
         if use_corrector:
             model_t = self.model_fn(x_t, t)
             D1_t = model_t - model_prev_0
             x_t = x_t_
             k = 0
             for k in range(K - 1):
-                x_t = x_t - alpha_t * h_phi_ks[k + 1] * torch.einsum("bkchw,k->bchw", D1s, A_c[k][:-1])
+                x_t = x_t - alpha_t * h_phi_ks[k + 1] * torch.einsum("bkchw,k->bchw", D1s, A_c[k][:-1].to(D1s.dtype))
             x_t = x_t - alpha_t * h_phi_ks[K] * (D1_t * A_c[k][-1])
         return x_t, model_t
 
@@ -392,12 +395,14 @@ class UniPC:
 
         model_t = None
         x_t_ = _expand(sigma_t / sigma_prev_0, dims) * x - _expand(alpha_t * h_phi_1, dims) * model_prev_0
-        pred_res = torch.einsum("k,bkchw->bchw", rhos_p, D1s) if use_predictor else 0
+        # (coefficients are float32 as in A1111; cast to the latents' dtype so float64/float16 latents work too --
+        # a no-op for A1111's float32 latents)
+        pred_res = torch.einsum("k,bkchw->bchw", rhos_p.to(D1s.dtype), D1s) if use_predictor else 0
         x_t = x_t_ - _expand(alpha_t * B_h, dims) * pred_res
 
         if use_corrector:
             model_t = self.model_fn(x_t, t)
-            corr_res = torch.einsum("k,bkchw->bchw", rhos_c[:-1], D1s) if D1s is not None else 0
+            corr_res = torch.einsum("k,bkchw->bchw", rhos_c[:-1].to(D1s.dtype), D1s) if D1s is not None else 0
             D1_t = model_t - model_prev_0
             x_t = x_t_ - _expand(alpha_t * B_h, dims) * (corr_res + rhos_c[-1] * D1_t)
         return x_t, model_t

@@ -94,6 +94,10 @@ class TextEncoderRunner:
         # SD1 and CLIP-L pad with the end token; OpenCLIP models pad with id 0 after the first end token.
         self.id_pad = tokenizer.eos_token_id if kind in ("sd1", "sdxl_l") else 0
 
+    def _final_norm(self, z: torch.Tensor) -> torch.Tensor:
+        # transformers < 5 nests the layers under .text_model; 5 keeps them on the model itself
+        return getattr(self.encoder, "text_model", self.encoder).final_layer_norm(z)
+
     def encode_tokens(self, batch_tokens: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = self.encoder.device
         tokens = torch.asarray(batch_tokens, device=device)
@@ -105,11 +109,11 @@ class TextEncoderRunner:
         pooled = None
         if self.kind == "sd1":
             if self.clip_skip > 1:
-                z = self.encoder.text_model.final_layer_norm(out.hidden_states[-self.clip_skip])
+                z = self._final_norm(out.hidden_states[-self.clip_skip])
             else:
                 z = out.last_hidden_state
         elif self.kind == "sd2":
-            z = self.encoder.text_model.final_layer_norm(out.hidden_states[-2])
+            z = self._final_norm(out.hidden_states[-2])
         elif self.kind == "sdxl_l":
             z = out.hidden_states[-2]
         else:  # sdxl_g: penultimate without final norm; pooled = projection of the normed end token
@@ -123,10 +127,13 @@ class TextEncoderRunner:
         for i in range(n_chunks):
             batch = [c[i] if i < len(c) else _empty_chunk(self.tokenizer) for c in chunked]
             z, p = self.encode_tokens([ch.tokens for ch in batch])
-            mults = torch.asarray([ch.multipliers for ch in batch], device=z.device, dtype=z.dtype)
-            original_mean = z.mean()
-            z = z * mults.reshape(mults.shape + (1,)).expand(z.shape)
-            z = z * (original_mean / z.mean())
+            if any(m != 1.0 for ch in batch for m in ch.multipliers):
+                # "Original" emphasis: weight each token, then restore the mean. Skipped when every weight is 1,
+                # where it is the identity (and would be 0/0 for a zero-mean output).
+                mults = torch.asarray([ch.multipliers for ch in batch], device=z.device, dtype=z.dtype)
+                original_mean = z.mean()
+                z = z * mults.reshape(mults.shape + (1,)).expand(z.shape)
+                z = z * (original_mean / z.mean())
             zs.append(z)
             if i == 0:
                 pooled = p

@@ -163,6 +163,7 @@ class Engine:
             s_noise=request.s_noise,
             is_sdxl=comp.is_sdxl,
             device=self.plan.device,
+            lcm_sigmas=pipe.lcm_sigmas,
         )
 
         # 3. Seeds for every image of the job.
