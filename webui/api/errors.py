@@ -64,13 +64,18 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
         return error_response(exc.status_code, "HTTPException", exc.detail, "", headers=exc.headers)
 
-    @app.exception_handler(Exception)
     async def any_error(request: Request, exc: Exception):
         status = _status_for(exc)
         if status >= 500:
             log.exception("API error on %s", request.url.path, exc_info=exc)
         detail, errors = _describe(exc)
         return error_response(status, type(exc).__name__, detail, errors)
+
+    # Our client-error types get their own handlers (answered inside the app); anything else is a logged 500 in
+    # A1111's shape, and the server goes on serving.
+    for cls in (CheckpointNotFound, GenerationError, UnknownOption, InvalidImage, InvalidImageFormat,
+                CheckpointLoadError, Exception):
+        app.add_exception_handler(cls, any_error)
 
 
 def _is_routing(exc: StarletteHTTPException) -> bool:

@@ -25,6 +25,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/sdapi/v1/txt2img", "POST", generation.txt2img, TextToImageResponse),
     Route("/sdapi/v1/sd-models", "GET", models.sd_models, list[SDModelItem]),
     Route("/sdapi/v1/options", "GET", models.get_options, dict),
+    Route("/sdapi/v1/options", "POST", models.set_options),
     Route("/sdapi/v1/samplers", "GET", models.samplers, list[dict]),
     Route("/sdapi/v1/schedulers", "GET", models.schedulers, list[dict]),
 )
