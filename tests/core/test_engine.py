@@ -122,3 +122,25 @@ def test_override_checkpoint_is_scoped(state):
     # unknown checkpoint in override_settings is dropped silently, as A1111 does
     res = _gen(state, checkpoint="tiny-sd15", override_settings={"sd_model_checkpoint": "nope"})
     assert res.info["sd_model_name"] == "tiny-sd15"
+
+
+def test_variation_seed_and_rng_infotext(state):
+    res = _gen(state, seed=10, subseed=20, subseed_strength=0.5, seed_resize_from_w=128, seed_resize_from_h=64,
+               batch_size=2, override_settings={"randn_source": "CPU", "eta_noise_seed_delta": 31337})
+    assert res.seeds == [10, 10] and res.subseeds == [20, 21]  # variation: same seed, subseed+i
+    text = res.infotexts[1]
+    assert "Seed: 10," in text and "Variation seed: 21, Variation seed strength: 0.5" in text
+    assert "Seed resize from: 128x64" in text and "ENSD: 31337" in text and "RNG: CPU" in text
+    from webui.core.infotext import parse_generation_parameters
+
+    p = parse_generation_parameters(text)
+    assert p["Variation seed"] == "21" and p["RNG"] == "CPU" and p["Seed resize from-1"] == "128"
+    # the override was scoped to this request
+    assert state.settings.get("randn_source") == "GPU"
+
+
+def test_eta_and_schedule_type_written_when_a1111_writes_them(state):
+    res = _gen(state, sampler_name="DPM++ 2M", eta=0.5)
+    assert "Schedule type: Karras" in res.infotexts[0] and "Eta" not in res.infotexts[0]  # 2M has no eta
+    res = _gen(state, sampler_name="Euler a", eta=0.5)
+    assert "Eta: 0.5" in res.infotexts[0]
