@@ -95,20 +95,3 @@ class GenerationResult:
     info: dict
     request: GenerationRequest
     saved_paths: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Progress:
-    """A snapshot of the running job, what /sdapi/v1/progress reports. Owned and updated by the queue worker."""
-
-    job: str = ""
-    job_count: int = 0
-    job_no: int = 0
-    sampling_step: int = 0
-    sampling_steps: int = 0
-    interrupted: bool = False
-    skipped: bool = False
-    job_timestamp: str = "0"
-    started_at: float | None = None
-    current_latent: Any = None
-    textinfo: str | None = None
