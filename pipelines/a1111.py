@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.denoiser import CFGDenoiser, Cond, KDenoiser, LCMDenoiser, LCMSigmas, SamplingInterrupted
+from pipelines.denoiser import CFGDenoiser, KDenoiser, LCMDenoiser, LCMSigmas, SamplingInterrupted, StepConds
 from pipelines.schedules import ModelSigmas
 
 
@@ -45,8 +45,7 @@ class A1111Pipeline:
     def __call__(
         self,
         *,
-        cond: Cond,
-        uncond: Cond,
+        conds: StepConds,
         cfg_scale: float,
         noise: torch.Tensor,
         rng_next: Callable[[], torch.Tensor],
@@ -54,6 +53,7 @@ class A1111Pipeline:
         seeds: list[int],
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        batch_cond_uncond: bool = True,
     ) -> torch.Tensor:
         device = self.components.plan.device
         # 1. The guided model: CFGDenoiser over the k-diffusion wrapper (sigma space) or the eps model (timesteps).
@@ -64,7 +64,7 @@ class A1111Pipeline:
         else:
             alphas = self.components.alphas_cumprod.to(device)
             inner = lambda x, t, c: self.denoiser.eps(x, t, c, alphas)  # noqa: E731
-        model = CFGDenoiser(inner, cond, uncond, cfg_scale, should_stop=should_stop)
+        model = CFGDenoiser(inner, conds, cfg_scale, should_stop=should_stop, batch_cond_uncond=batch_cond_uncond)
 
         # 2. Sampler arguments: A1111 hands k-diffusion its per-image RNG for every randn_like, or a Brownian tree
         #    seeded from the images' seeds for the SDE samplers (batch-size independent results).

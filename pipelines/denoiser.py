@@ -33,6 +33,40 @@ class Cond:
             added = {k: torch.cat([c.added[k] for c in conds]) for k in conds[0].added}
         return Cond(torch.cat([c.context for c in conds]), added)
 
+    def padded_to(self, tokens: int) -> "Cond":
+        """The context lengthened to ``tokens`` by repeating its last vector (A1111 reconstruct_multicond_batch's fix
+        for prompts of different chunk counts in one batch)."""
+        missing = tokens - self.context.shape[1]
+        if missing <= 0:
+            return self
+        last = self.context[:, -1:].repeat(1, missing, 1)
+        return Cond(torch.cat([self.context, last], dim=1), self.added)
+
+    def rows(self, index: int) -> "Cond":
+        """Batch row ``index`` as a batch of one."""
+        added = {k: v[index : index + 1] for k, v in self.added.items()} if self.added is not None else None
+        return Cond(self.context[index : index + 1], added)
+
+
+class StepConds:
+    """What the CFG denoiser asks for at each model call: A1111's reconstruct_multicond_batch/reconstruct_cond_batch
+    result. ``at(step)`` returns ``(conds_list, cond, uncond)``: ``cond`` holds every AND-part of every image
+    stacked in order, ``conds_list[i]`` lists ``(row in cond, weight)`` for image ``i``."""
+
+    def at(self, step: int) -> tuple[list[list[tuple[int, float]]], Cond, Cond]:  # pragma: no cover - interface
+        raise TypeError(f"{type(self).__name__} must define at(step)")
+
+
+@dataclass
+class FixedConds(StepConds):
+    """One cond and one uncond for every step (no prompt editing, no AND): the plain case."""
+
+    cond: Cond
+    uncond: Cond
+
+    def at(self, step: int):
+        return [[(i, 1.0)] for i in range(len(self.cond))], self.cond, self.uncond
+
 
 @dataclass
 class KDenoiser:
@@ -87,40 +121,61 @@ class KDenoiser:
 
 @dataclass
 class CFGDenoiser:
-    """A1111's CFGDenoiser: one call per sampler step, counts steps, supports interrupt/skip via ``should_stop``."""
+    """A1111's CFGDenoiser: one call per model evaluation, counts them in ``step`` (prompt editing and AND switch on
+    that count, as A1111's does), supports interrupt/skip via ``should_stop``.
+
+    ``conds`` gives the conditioning for the current step (:class:`StepConds`). AND-composed prompts put several
+    cond rows per image through the model; ``combine`` adds each one's guidance with its weight
+    (A1111 combine_denoised)."""
 
     inner: Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
-    cond: Cond
-    uncond: Cond
+    conds: StepConds
     cfg_scale: float
     cond_scale_multiplier: float = 1.0  # DDIM CFG++ sets 1/12.5
     need_last_noise_uncond: bool = False
     should_stop: Callable[[], bool] = lambda: False
+    batch_cond_uncond: bool = True
     step: int = 0
     last_noise_uncond: torch.Tensor | None = field(default=None, repr=False)
+    _conds_list: list = field(default_factory=list, repr=False)
 
     def combine(self, x_out: torch.Tensor, n: int) -> torch.Tensor:
-        cond_out, uncond_out = x_out[:n], x_out[n:]
+        uncond_out = x_out[-n:]
         denoised = uncond_out.clone()
-        denoised += (cond_out - uncond_out) * (self.cfg_scale * self.cond_scale_multiplier)
+        scale = self.cfg_scale * self.cond_scale_multiplier
+        if all(len(c) == 1 and c[0] == (i, 1.0) for i, c in enumerate(self._conds_list)):
+            # the plain case, in one tensor operation (same values as the loop below with weight 1.0)
+            denoised += (x_out[:n] - uncond_out) * scale
+            return denoised
+        for i, conds in enumerate(self._conds_list):
+            for cond_index, weight in conds:
+                denoised[i] += (x_out[cond_index] - uncond_out[i]) * (weight * scale)
         return denoised
 
     def run(self, x: torch.Tensor, sigma: torch.Tensor, fn) -> torch.Tensor:
         if self.should_stop():
             raise SamplingInterrupted()
-        n = x.shape[0]
-        x_in = torch.cat([x, x])
-        sigma_in = torch.cat([sigma, sigma])
-        if self.cond.context.shape[1] == self.uncond.context.shape[1]:
-            x_out = fn(x_in, sigma_in, Cond.cat([self.cond, self.uncond]))
+        conds_list, cond, uncond = self.conds.at(self.step)
+        self._conds_list = conds_list
+        repeats = [len(c) for c in conds_list]
+        if all(r == 1 for r in repeats):
+            x_in, sigma_in = torch.cat([x, x]), torch.cat([sigma, sigma])
+        else:
+            x_in = torch.cat([x[i : i + 1].repeat(r, 1, 1, 1) for i, r in enumerate(repeats)] + [x])
+            sigma_in = torch.cat([sigma[i : i + 1].repeat(r) for i, r in enumerate(repeats)] + [sigma])
+        n_cond = len(cond)
+        if cond.context.shape[1] == uncond.context.shape[1] and self.batch_cond_uncond:
+            x_out = fn(x_in, sigma_in, Cond.cat([cond, uncond]))
+        elif cond.context.shape[1] == uncond.context.shape[1]:
+            x_out = torch.cat([fn(x_in[:n_cond], sigma_in[:n_cond], cond), fn(x_in[n_cond:], sigma_in[n_cond:], uncond)])
         else:  # different chunk counts: A1111 runs cond and uncond as separate batches
-            x_out = torch.cat([fn(x_in[:n], sigma_in[:n], self.cond), fn(x_in[n:], sigma_in[n:], self.uncond)])
+            x_out = torch.cat([fn(x_in[:n_cond], sigma_in[:n_cond], cond), fn(x_in[n_cond:], sigma_in[n_cond:], uncond)])
         self.step += 1
         return x_out
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
         x_out = self.run(x, sigma, self.inner)
-        self.last_noise_uncond = x_out[x.shape[0]:]  # DDIM CFG++ reads the unguided prediction
+        self.last_noise_uncond = x_out[-x.shape[0]:]  # DDIM CFG++ reads the unguided prediction
         return self.combine(x_out, x.shape[0])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from webui.config import Config, ensure_data_dirs
 from webui.core.devices import DevicePlan, plan_devices
@@ -25,6 +26,10 @@ class AppState:
     engine: Engine
     queue: JobQueue
     plan: DevicePlan
+    loras: Any = None  # webui.core.networks.LoraRegistry
+    embeddings: Any = None  # webui.core.embeddings.EmbeddingDatabase
+    hypernetworks: Any = None  # webui.core.hypernetworks.HypernetworkRegistry
+    styles: Any = None  # webui.core.prompts.StyleDatabase
     demo_notice: str | None = None
 
 
@@ -34,6 +39,10 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
     Loads no model: that happens on the worker (``preload``) or on the first request.
     """
     from webui.core.demo_model import DEMO_FILENAME, DEMO_NOTICE, ensure_demo_checkpoint
+    from webui.core.embeddings import EmbeddingDatabase
+    from webui.core.hypernetworks import HypernetworkRegistry
+    from webui.core.networks import LoraRegistry
+    from webui.core.prompts import StyleDatabase
 
     ensure_data_dirs(config)
     settings = Settings.load(config.ui_settings_file)
@@ -62,15 +71,30 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         medvram=config.medvram, lowvram=config.lowvram, device_id=config.device_id,
     )
     log.info("Device: %s", plan.description)
+    # LoRA/LyCORIS, embeddings, hypernetworks and styles: A1111's folders (--lora-dir, models/LyCORIS,
+    # --embeddings-dir, --hypernetwork-dir, --styles-file). Listing is cheap; files are read when used.
+    loras = LoraRegistry([config.lora_dir, os.path.join(config.models_dir, "LyCORIS")], hash_cache=hash_cache)
+    loras.refresh()
+    embeddings = EmbeddingDatabase([config.embeddings_dir], hash_cache=hash_cache)
+    hypernetworks = HypernetworkRegistry([config.hypernetwork_dir])
+    hypernetworks.refresh()
+    styles = StyleDatabase(list(config.styles_files))
+    styles.reload()
     engine = Engine(
         settings=settings,
         registry=registry,
         plan=plan,
         paths=EnginePaths(data_dir=config.data_dir, tokenizer_dir=os.path.join(config.data_dir, "cache", "clip-tokenizer")),
+        vae_registry=vae_registry,
+        loras=loras,
+        embeddings=embeddings,
+        hypernetworks=hypernetworks,
+        styles=styles,
     )
     return AppState(
         config=config, settings=settings, registry=registry, vae_registry=vae_registry, engine=engine,
-        queue=JobQueue(), plan=plan, demo_notice=demo_notice,
+        queue=JobQueue(), plan=plan, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
+        styles=styles, demo_notice=demo_notice,
     )
 
 

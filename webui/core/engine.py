@@ -83,11 +83,22 @@ class ModelCache:
 
 
 class Engine:
-    def __init__(self, *, settings: Settings, registry: CheckpointRegistry, plan: DevicePlan, paths: EnginePaths):
+    def __init__(self, *, settings: Settings, registry: CheckpointRegistry, plan: DevicePlan, paths: EnginePaths,
+                 vae_registry=None, loras=None, embeddings=None, hypernetworks=None, styles=None):
+        """The optional collaborators are the model-folder databases of AppState (VaeRegistry, LoraRegistry,
+        EmbeddingDatabase, HypernetworkRegistry, StyleDatabase); a missing one turns its feature off."""
+        from webui.core.vae import VaeCache
+
         self.settings = settings
         self.registry = registry
         self.plan = plan
         self.paths = paths
+        self.vae_registry = vae_registry
+        self.loras = loras
+        self.embeddings = embeddings
+        self.hypernetworks = hypernetworks
+        self.styles = styles
+        self.vae_cache = VaeCache()
         self.models = ModelCache()
         self._lock = threading.RLock()  # model loads from request threads (options) vs the worker
 
@@ -134,11 +145,26 @@ class Engine:
     # -- generation --------------------------------------------------------------------------------------------------
 
     def generate(self, request: GenerationRequest, progress=None) -> GenerationResult:
+        """A1111 process_images for txt2img: everything a request changes (settings, networks, VAE) is scoped to
+        this call and undone when it returns or fails."""
+        from contextlib import ExitStack
+
         from pipelines.a1111 import A1111Pipeline
+        from webui.core import prompts as prompt_parser
+        from webui.core.conditioning import (
+            EncoderOptions,
+            PromptEncoder,
+            ScheduledConds,
+            SchedulingOptions,
+            get_learned_conditioning,
+            get_multicond_learned_conditioning,
+        )
+        from webui.core.samplers import find_sampler
         from webui.core.sampling_plan import plan_sampling
 
         opts = self.settings.with_overrides(_known_overrides(request.override_settings, self.registry))
         _validate(request)
+        comments: list[str] = []
 
         # 1. Model: override_settings > request > stored setting.
         ckpt_name = request.override_settings.get("sd_model_checkpoint") if request.override_settings else None
@@ -165,18 +191,40 @@ class Engine:
             device=self.plan.device,
             lcm_sigmas=pipe.lcm_sigmas,
         )
+        spec = find_sampler(request.sampler_name)
+        # Prompt-editing steps count model calls, which second-order samplers make twice per step (A1111's
+        # setup_conds: sampler_config.total_steps).
+        sched = SchedulingOptions(
+            steps=spec.total_steps(request.steps) if spec is not None else request.steps,
+            use_old_scheduling=bool(opts.get("use_old_scheduling")),
+        )
 
         # 3. Seeds for every image of the job.
         n_images = request.batch_size * request.n_iter
         all_seeds, all_subseeds = noise_mod.resolve_seeds(
             request.seed, request.subseed, request.subseed_strength, n_images
         )
-        all_prompts = [request.prompt] * n_images
-        all_negative = [request.negative_prompt] * n_images
-        clip_skip = int(opts.get("CLIP_stop_at_last_layers") or 1)
+
+        # 4. Prompts: styles, then comments (A1111's setup_prompts and the comments script). Extra-network tags stay
+        #    in all_prompts (the infotext keeps them) and are taken out per batch below.
+        prompt, negative = request.prompt, request.negative_prompt
+        if request.styles and self.styles is not None:
+            prompt = self.styles.apply_styles_to_prompt(prompt, list(request.styles))
+            negative = self.styles.apply_negative_styles_to_prompt(negative, list(request.styles))
+            unknown = self.styles.unknown(list(request.styles))
+            if unknown:
+                comments.append(f"Styles not found: {', '.join(unknown)}")
+        if opts.get("enable_prompt_comments"):
+            prompt, negative = prompt_parser.strip_comments(prompt), prompt_parser.strip_comments(negative)
+        all_prompts = [prompt] * n_images
+        all_negative = [negative] * n_images
+        clip_skip = self._clip_skip(request, opts)
+        enc_options = EncoderOptions.from_settings(opts, clip_skip)
         width, height = request.width, request.height
         vsf = comp.vae_scale_factor
         shape = (comp.unet.config.in_channels if comp.unet.config.in_channels == 4 else 4, height // vsf, width // vsf)
+        if self.embeddings is not None:
+            self.embeddings.load(comp)  # rescans only when the folder changed (A1111 does this every generation)
 
         if progress is not None:
             progress.job_count = request.n_iter
@@ -186,87 +234,105 @@ class Engine:
         images, infotexts, saved = [], [], []
         extra_params: dict[str, Any] = dict(plan.extra_infotext)
         cond_cache: dict[tuple, Any] = {}
-        for it in range(request.n_iter):
-            if progress is not None:
-                if progress.interrupted:
-                    break
-                progress.job_no = it
-                progress.skipped = False
-            sl = slice(it * request.batch_size, (it + 1) * request.batch_size)
-            seeds, subseeds = all_seeds[sl], all_subseeds[sl]
+        with ExitStack() as request_scope:
+            # 5. VAE for this request (option sd_vae, possibly overridden), swapped in and restored afterwards.
+            vae_info = self._use_vae(request_scope, comp, opts)
+            networks_scope: ExitStack | None = None
+            active_networks: tuple | None = None
+            encoder: PromptEncoder | None = None
+            try:
+                for it in range(request.n_iter):
+                    if progress is not None:
+                        if progress.interrupted:
+                            break
+                        progress.job_no = it
+                        progress.skipped = False
+                    sl = slice(it * request.batch_size, (it + 1) * request.batch_size)
+                    seeds, subseeds = all_seeds[sl], all_subseeds[sl]
 
-            # 4. Conditioning (cached across iterations with the same prompts).
-            def cond_for(prompts, negative):
-                key = (tuple(prompts), negative)
-                if key not in cond_cache:
-                    cond_cache[key] = encode_prompts(
-                        comp,
-                        prompts,
-                        clip_skip=clip_skip,
-                        width=width,
-                        height=height,
-                        is_negative=negative,
-                        comma_padding_backtrack=int(opts.get("comma_padding_backtrack")),
-                        sdxl_crop_top=int(opts.get("sdxl_crop_top")),
-                        sdxl_crop_left=int(opts.get("sdxl_crop_left")),
-                        refiner_aesthetic_score=float(
-                            opts.get("sdxl_refiner_low_aesthetic_score" if negative else "sdxl_refiner_high_aesthetic_score")
-                        ),
+                    # 6. Extra networks of this batch's prompts (A1111 parse_extra_network_prompts + activate):
+                    #    re-activated only when they change between batches.
+                    prompts = all_prompts[sl]
+                    network_data: dict = {}
+                    if not request.disable_extra_networks:
+                        prompts, network_data = prompt_parser.parse_extra_networks_batch(prompts)
+                    key = _network_key(network_data)
+                    if key != active_networks:
+                        if networks_scope is not None:
+                            networks_scope.close()
+                        networks_scope = ExitStack()
+                        self._activate_networks(networks_scope, comp, network_data, extra_params, comments)
+                        active_networks = key
+                        encoder = None  # text-encoder weights may have changed
+                    if encoder is None:
+                        encoder = PromptEncoder(comp, enc_options, width=width, height=height,
+                                                embeddings=self.embeddings)
+
+                    # 7. Conditioning: schedules and AND parts (cached across batches with the same prompts).
+                    ckey = (tuple(prompts), tuple(all_negative[sl]), active_networks)
+                    if ckey not in cond_cache:
+                        uc = get_learned_conditioning(encoder, all_negative[sl], sched, is_negative=True)
+                        c = get_multicond_learned_conditioning(encoder, prompts, sched)
+                        cond_cache[ckey] = ScheduledConds(c, uc)
+                    conds = cond_cache[ckey]
+
+                    # 8. Noise from A1111's per-image RNG.
+                    rng = noise_mod.ImageRNG(
+                        shape,
+                        seeds,
+                        subseeds=subseeds,
+                        subseed_strength=request.subseed_strength,
+                        seed_resize_from_h=request.seed_resize_from_h,
+                        seed_resize_from_w=request.seed_resize_from_w,
+                        randn_source=opts.get("randn_source"),
+                        device=self.plan.device,
+                        eta_noise_seed_delta=int(opts.get("eta_noise_seed_delta") or 0),
                     )
-                return cond_cache[key]
+                    x = rng.next()
 
-            cond = cond_for(all_prompts[sl], False)
-            uncond = cond_for(all_negative[sl], True)
+                    def on_step(step: int, steps: int, latent) -> None:
+                        if progress is not None:
+                            progress.step(step, steps, latent)
 
-            # 5. Noise from A1111's per-image RNG.
-            rng = noise_mod.ImageRNG(
-                shape,
-                seeds,
-                subseeds=subseeds,
-                subseed_strength=request.subseed_strength,
-                seed_resize_from_h=request.seed_resize_from_h,
-                seed_resize_from_w=request.seed_resize_from_w,
-                randn_source=opts.get("randn_source"),
-                device=self.plan.device,
-                eta_noise_seed_delta=int(opts.get("eta_noise_seed_delta") or 0),
-            )
-            x = rng.next()
+                    # 9. Sample, 10. decode.
+                    latents = pipe(
+                        conds=conds,
+                        cfg_scale=request.cfg_scale,
+                        noise=x,
+                        rng_next=rng.next,
+                        run=plan.run,
+                        seeds=seeds,
+                        callback=on_step,
+                        should_stop=(progress.should_stop if progress is not None else (lambda: False)),
+                        batch_cond_uncond=bool(opts.get("batch_cond_uncond")),
+                    )
+                    batch_images = pipe.decode(latents)
+                    extra_params.update(encoder.report.infotext_params(
+                        bool(opts.get("textual_inversion_add_hashes_to_infotext"))))
 
-            def on_step(step: int, steps: int, latent) -> None:
-                if progress is not None:
-                    progress.step(step, steps, latent)
+                    # 11. Infotext per image, save when asked.
+                    for j, image in enumerate(batch_images):
+                        index = it * request.batch_size + j
+                        text = self.create_infotext(
+                            request, comp, opts, plan, all_prompts, all_negative, all_seeds, all_subseeds, index,
+                            extra_params, clip_skip, vae_info,
+                        )
+                        image.info["parameters"] = text
+                        images.append(image)
+                        infotexts.append(text)
+                        if request.save_images and opts.get("samples_save"):
+                            saved.append(self._save(image, request, opts, all_seeds[index], all_prompts[index], text))
+                    if progress is not None and progress.interrupted:
+                        break
+            finally:
+                if networks_scope is not None:
+                    networks_scope.close()
 
-            # 6. Sample, 7. decode.
-            latents = pipe(
-                cond=cond,
-                uncond=uncond,
-                cfg_scale=request.cfg_scale,
-                noise=x,
-                rng_next=rng.next,
-                run=plan.run,
-                seeds=seeds,
-                callback=on_step,
-                should_stop=(progress.should_stop if progress is not None else (lambda: False)),
-            )
-            batch_images = pipe.decode(latents)
-
-            # 8. Infotext per image, save when asked.
-            for j, image in enumerate(batch_images):
-                index = it * request.batch_size + j
-                text = self.create_infotext(
-                    request, comp, opts, plan, all_prompts, all_negative, all_seeds, all_subseeds, index, extra_params
-                )
-                image.info["parameters"] = text
-                images.append(image)
-                infotexts.append(text)
-                if request.save_images and opts.get("samples_save"):
-                    saved.append(self._save(image, request, opts, all_seeds[index], all_prompts[index], text))
-            if progress is not None and progress.interrupted:
-                break
-
+        for comment in comments:
+            log.warning(comment)
         info = self.processed_js(
             request, comp, opts, all_prompts, all_negative, all_seeds, all_subseeds, infotexts, extra_params,
-            job_timestamp, clip_skip,
+            job_timestamp, clip_skip, vae_info, comments,
         )
         return GenerationResult(
             images=images,
@@ -278,10 +344,69 @@ class Engine:
             saved_paths=saved,
         )
 
+    # -- per-request scopes ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _clip_skip(request: GenerationRequest, opts) -> int:
+        """Clip skip in effect: override_settings' CLIP_stop_at_last_layers, else the request's ``clip_skip``
+        field (what SD.Next-style clients send), else the stored option."""
+        if request.override_settings and "CLIP_stop_at_last_layers" in request.override_settings:
+            return max(1, int(opts.get("CLIP_stop_at_last_layers") or 1))
+        if request.clip_skip is not None and request.clip_skip > 0:
+            return int(request.clip_skip)
+        return max(1, int(opts.get("CLIP_stop_at_last_layers") or 1))
+
+    def _use_vae(self, scope, comp, opts):
+        """Resolve option sd_vae for this model (A1111 sd_vae.resolve_vae) and swap that VAE in for the request.
+        Returns the resolution (for the infotext), or None when the checkpoint's own VAE is used."""
+        from webui.core import vae as vae_mod
+
+        if self.vae_registry is None:
+            return None
+        resolution = vae_mod.resolve_vae(comp.info.filename, opts.get("sd_vae"), self.vae_registry)
+        if resolution.path is None:
+            return None
+        module = self.vae_cache.get(resolution.path, comp.arch, self.plan)
+        scope.enter_context(vae_mod.use_vae(comp, module))
+        return resolution
+
+    def _activate_networks(self, scope, comp, network_data: dict, extra_params: dict, comments: list[str]) -> None:
+        """A1111 extra_networks.activate for LoRA/LyCORIS and hypernetworks, scoped to ``scope``."""
+        from webui.core import hypernetworks as hn_mod
+        from webui.core import networks as lora_mod
+
+        extra_params.pop("Lora hashes", None)
+        lora_params = list(network_data.get("lora", [])) + list(network_data.get("lyco", []))
+        if lora_params and self.loras is not None:
+            activations = lora_mod.activations_from_params(lora_params)
+            applied = scope.enter_context(lora_mod.apply_networks(comp, activations, self.loras))
+            if applied.missing:
+                comments.append(f"Lora not found: {', '.join(applied.missing)}")
+            comments.extend(applied.errors)
+            hashes = applied.hashes_infotext()
+            if hashes and self.settings.get("lora_add_hashes_to_infotext"):
+                extra_params["Lora hashes"] = hashes
+        elif lora_params:
+            comments.append("Lora not found: " + ", ".join(p.positional[0] for p in lora_params if p.positional))
+        hn_params = list(network_data.get("hypernet", []))
+        if hn_params and self.hypernetworks is not None:
+            pairs, missing = hn_mod.activations_from_params(hn_params, self.hypernetworks)
+            if missing:
+                comments.append(f"Hypernetwork not found: {', '.join(missing)}")
+            loaded = [(hn_mod.load_hypernetwork(info.path), mult) for info, mult in pairs]
+            if loaded:
+                scope.enter_context(hn_mod.apply_hypernetworks(comp.unet, loaded))
+        unknown = sorted(set(network_data) - {"lora", "lyco", "hypernet"})
+        if unknown:
+            # A1111 logs "Skipping unknown extra network" for tags no extension handles
+            comments.append(f"Unknown extra networks skipped: {', '.join(unknown)}")
+
     # -- infotext and info -------------------------------------------------------------------------------------------
 
-    def create_infotext(self, request, comp, opts, plan, all_prompts, all_negative, all_seeds, all_subseeds, index, extra):
+    def create_infotext(self, request, comp, opts, plan, all_prompts, all_negative, all_seeds, all_subseeds, index, extra,
+                        clip_skip=1, vae_info=None):
         """A1111 processing.create_infotext for image ``index``."""
+        vae_params = self._vae_infotext(vae_info, opts)
         core = {
             "Steps": request.steps,
             "Sampler": plan.sampler_name,
@@ -291,6 +416,8 @@ class Engine:
             "Size": f"{request.width}x{request.height}",
             "Model hash": comp.info.shorthash if opts.get("add_model_hash_to_info") else None,
             "Model": comp.info.stem if opts.get("add_model_name_to_info") else None,
+            "VAE hash": vae_params.get("VAE hash") if opts.get("add_vae_hash_to_info") else None,
+            "VAE": vae_params.get("VAE") if opts.get("add_vae_name_to_info") else None,
             "Variation seed": None if request.subseed_strength == 0 else all_subseeds[index],
             "Variation seed strength": None if request.subseed_strength == 0 else float(request.subseed_strength),
             "Seed resize from": (
@@ -298,7 +425,7 @@ class Engine:
                 if request.seed_resize_from_w <= 0 or request.seed_resize_from_h <= 0
                 else f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
             ),
-            "Clip skip": None if int(opts.get("CLIP_stop_at_last_layers") or 1) <= 1 else int(opts.get("CLIP_stop_at_last_layers")),
+            "Clip skip": None if clip_skip <= 1 else clip_skip,
             "ENSD": opts.get("eta_noise_seed_delta") if plan.uses_ensd else None,
             "RNG": opts.get("randn_source") if opts.get("randn_source") != "GPU" else None,
             "Tiling": None,
@@ -308,8 +435,15 @@ class Engine:
         )
         return infotext_mod.build_infotext(all_prompts[index], all_negative[index], params)
 
+    def _vae_infotext(self, vae_info, opts) -> dict:
+        if vae_info is None:
+            return {}
+        from webui.core.vae import vae_infotext
+
+        return vae_infotext(vae_info, self.registry.hash_cache)
+
     def processed_js(self, request, comp, opts, all_prompts, all_negative, all_seeds, all_subseeds, infotexts, extra,
-                     job_timestamp, clip_skip) -> dict:
+                     job_timestamp, clip_skip, vae_info=None, comments=()) -> dict:
         """A1111 ``Processed.js()`` keys, in order (spec §6.6)."""
         info = {
             "prompt": all_prompts[0] if all_prompts else request.prompt,
@@ -331,8 +465,8 @@ class Engine:
             "face_restoration_model": None,
             "sd_model_name": comp.info.stem,
             "sd_model_hash": comp.info.shorthash,
-            "sd_vae_name": None,
-            "sd_vae_hash": None,
+            "sd_vae_name": self._vae_infotext(vae_info, opts).get("VAE"),
+            "sd_vae_hash": self._vae_infotext(vae_info, opts).get("VAE hash"),
             "seed_resize_from_w": request.seed_resize_from_w,
             "seed_resize_from_h": request.seed_resize_from_h,
             "denoising_strength": request.denoising_strength,
@@ -345,6 +479,10 @@ class Engine:
             "is_using_inpainting_conditioning": False,
             "version": A1111_VERSION,
         }
+        if comments:
+            # A1111 shows these (missing LoRAs, ...) under the image in the UI; its info has no such key, so clients
+            # that do not know it ignore it.
+            info["comments"] = list(comments)
         if request.sampler_fallback:
             # A1111 falls back silently; we keep its result but tell the client what happened.
             info["sampler_fallback"] = request.sampler_fallback
@@ -380,6 +518,13 @@ def _known_overrides(overrides, registry) -> dict:
     if ckpt is not None and registry.resolve(ckpt) is None:
         out.pop("sd_model_checkpoint")
     return out
+
+
+def _network_key(network_data: dict) -> tuple:
+    """A hashable identity of a batch's extra-network tags (A1111 re-activates only when they change)."""
+    return tuple(
+        (kind, tuple((tuple(p.items), ) for p in params)) for kind, params in sorted(network_data.items())
+    )
 
 
 def _validate(request: GenerationRequest) -> None:

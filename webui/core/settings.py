@@ -107,6 +107,25 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("sdxl_crop_left", 0, "crop left coordinate"),
         ("sdxl_refiner_low_aesthetic_score", 2.5, "SDXL low aesthetic score"),
         ("sdxl_refiner_high_aesthetic_score", 6.0, "SDXL high aesthetic score"),
+        ("sdxl_clip_l_skip", False, "Clip skip SDXL"),
+    )
+    + _opts(
+        "extra_networks",
+        ("extra_networks_show_hidden_directories", True, "Show hidden directories"),
+        ("extra_networks_default_multiplier", 1.0, "Default multiplier for extra networks", {"minimum": 0.0, "maximum": 2.0, "step": 0.01}),
+        ("extra_networks_add_text_separator", " ", "Extra networks separator"),
+        ("textual_inversion_print_at_load", False, "Print a list of Textual Inversion embeddings when loading model"),
+        ("textual_inversion_add_hashes_to_infotext", True, "Add Textual Inversion hashes to infotext"),
+        ("sd_hypernetwork", "None", "Add hypernetwork to prompt"),
+        ("sd_lora", "None", "Add network to prompt"),
+        ("lora_preferred_name", "Alias from file", "When adding to prompt, refer to Lora by", {"choices": ("Filename", "Alias from file")}),
+        ("lora_add_hashes_to_infotext", True, "Add Lora hashes to infotext"),
+        ("lora_bundled_ti_to_infotext", True, "Add Lora name as TI hashes for bundled Textual Inversion"),
+        ("lora_show_all", False, "Always show all networks on the Lora page"),
+        ("lora_hide_unknown_for_versions", [], "Hide networks of unknown versions for model versions"),
+        ("lora_in_memory_limit", 0, "Number of Lora networks to keep cached in memory", {"minimum": 0, "maximum": 20, "step": 1}),
+        ("lora_not_found_warning_console", False, "Lora not found warning in console"),
+        ("lora_not_found_gradio_warning", False, "Lora not found warning popup in webui"),
     )
     + _opts(
         "vae",

@@ -73,6 +73,8 @@ class GenerationRequest:
     s_noise: float | None = None
     denoising_strength: float | None = None
     checkpoint: str | None = None
+    clip_skip: int | None = None  # the request's own clip skip (None: option CLIP_stop_at_last_layers)
+    disable_extra_networks: bool = False  # leave <lora:...> and other tags in the text, activate nothing
     override_settings: Mapping[str, Any] = field(default_factory=dict)
     save_images: bool = False
     extension_args: Mapping[str, Any] = field(default_factory=dict)
