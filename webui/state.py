@@ -90,6 +90,7 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         embeddings=embeddings,
         hypernetworks=hypernetworks,
         styles=styles,
+        vae_path=dict(config.extra_flags).get("vae_path"),
     )
     return AppState(
         config=config, settings=settings, registry=registry, vae_registry=vae_registry, engine=engine,

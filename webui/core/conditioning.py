@@ -172,12 +172,10 @@ def _token_embedding_fixes(encoder, fixes: list[list[tuple[int, Any]]], kind: st
     if not any(fixes):
         yield
         return
-    from webui.core.embeddings import embedding_vectors_for, substitute_embeddings
-
-    vector_fixes = [[(offset, embedding_vectors_for(emb, kind)) for offset, emb in row] for row in fixes]
+    from webui.core.embeddings import substitute_embeddings
 
     def hook(_module, _inputs, output):
-        return substitute_embeddings(output, vector_fixes)
+        return substitute_embeddings(output, fixes, kind)
 
     handle = encoder.get_input_embeddings().register_forward_hook(hook)
     try:

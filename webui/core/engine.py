@@ -84,7 +84,8 @@ class ModelCache:
 
 class Engine:
     def __init__(self, *, settings: Settings, registry: CheckpointRegistry, plan: DevicePlan, paths: EnginePaths,
-                 vae_registry=None, loras=None, embeddings=None, hypernetworks=None, styles=None):
+                 vae_registry=None, loras=None, embeddings=None, hypernetworks=None, styles=None,
+                 vae_path: str | None = None):
         """The optional collaborators are the model-folder databases of AppState (VaeRegistry, LoraRegistry,
         EmbeddingDatabase, HypernetworkRegistry, StyleDatabase); a missing one turns its feature off."""
         from webui.core.vae import VaeCache
@@ -94,6 +95,7 @@ class Engine:
         self.plan = plan
         self.paths = paths
         self.vae_registry = vae_registry
+        self.vae_path = vae_path  # --vae-path: wins over the sd_vae option, as in A1111
         self.loras = loras
         self.embeddings = embeddings
         self.hypernetworks = hypernetworks
@@ -216,6 +218,8 @@ class Engine:
                 comments.append(f"Styles not found: {', '.join(unknown)}")
         if opts.get("enable_prompt_comments"):
             prompt, negative = prompt_parser.strip_comments(prompt), prompt_parser.strip_comments(negative)
+        if not request.disable_extra_networks:
+            prompt += self._option_network_tags(prompt, opts)
         all_prompts = [prompt] * n_images
         all_negative = [negative] * n_images
         clip_skip = self._clip_skip(request, opts)
@@ -363,12 +367,39 @@ class Engine:
 
         if self.vae_registry is None:
             return None
-        resolution = vae_mod.resolve_vae(comp.info.filename, opts.get("sd_vae"), self.vae_registry)
+        resolution = vae_mod.resolve_vae(
+            comp.info.filename, opts.get("sd_vae"), self.vae_registry,
+            overrides_per_model_preferences=bool(opts.get("sd_vae_overrides_per_model_preferences")),
+            vae_path=self.vae_path,
+        )
+        if resolution.warning:
+            log.warning(resolution.warning)
         if resolution.path is None:
             return None
         module = self.vae_cache.get(resolution.path, comp.arch, self.plan)
         scope.enter_context(vae_mod.use_vae(comp, module))
         return resolution
+
+    def _option_network_tags(self, prompt: str, opts) -> str:
+        """The tags A1111 appends for the "Add network to prompt" (``sd_lora``) and "Add hypernetwork to prompt"
+        (``sd_hypernetwork``) options, unless the prompt already names that network (extra_networks_lora/_hypernet
+        activate). They become part of the prompt, so the infotext shows them, as in A1111."""
+        from webui.core import hypernetworks as hn_mod
+        from webui.core import prompts as prompt_parser
+
+        _, data = prompt_parser.parse_extra_networks(prompt)
+        mult = opts.get("extra_networks_default_multiplier")
+        tags = ""
+        sd_lora = opts.get("sd_lora")
+        if sd_lora and sd_lora != "None" and self.loras is not None and self.loras.resolve(sd_lora) is not None:
+            named = [p for p in data.get("lora", []) + data.get("lyco", []) if tuple(p.positional)[:1] == (sd_lora,)]
+            if not named:
+                tags += f"<lora:{sd_lora}:{mult}>"
+        if self.hypernetworks is not None:
+            tag = hn_mod.prompt_tag_for_setting(opts.get("sd_hypernetwork"), data.get("hypernet", []),
+                                                self.hypernetworks, mult)
+            tags += tag or ""
+        return tags
 
     def _activate_networks(self, scope, comp, network_data: dict, extra_params: dict, comments: list[str]) -> None:
         """A1111 extra_networks.activate for LoRA/LyCORIS and hypernetworks, scoped to ``scope``."""
@@ -390,10 +421,18 @@ class Engine:
             comments.append("Lora not found: " + ", ".join(p.positional[0] for p in lora_params if p.positional))
         hn_params = list(network_data.get("hypernet", []))
         if hn_params and self.hypernetworks is not None:
-            pairs, missing = hn_mod.activations_from_params(hn_params, self.hypernetworks)
+            try:
+                pairs, missing = hn_mod.activations_from_params(hn_params, self.hypernetworks)
+            except ValueError as e:
+                raise GenerationError(str(e), "prompt") from e
             if missing:
                 comments.append(f"Hypernetwork not found: {', '.join(missing)}")
-            loaded = [(hn_mod.load_hypernetwork(info.path), mult) for info, mult in pairs]
+            loaded = []
+            for info, mult in pairs:
+                try:
+                    loaded.append((self.hypernetworks.load(info), mult))
+                except hn_mod.HypernetworkLoadError as e:
+                    comments.append(str(e))  # A1111 logs a failed file and goes on without it
             if loaded:
                 scope.enter_context(hn_mod.apply_hypernetworks(comp.unet, loaded))
         unknown = sorted(set(network_data) - {"lora", "lyco", "hypernet"})
@@ -416,8 +455,8 @@ class Engine:
             "Size": f"{request.width}x{request.height}",
             "Model hash": comp.info.shorthash if opts.get("add_model_hash_to_info") else None,
             "Model": comp.info.stem if opts.get("add_model_name_to_info") else None,
-            "VAE hash": vae_params.get("VAE hash") if opts.get("add_vae_hash_to_info") else None,
-            "VAE": vae_params.get("VAE") if opts.get("add_vae_name_to_info") else None,
+            "VAE hash": vae_params.get("VAE hash"),
+            "VAE": vae_params.get("VAE"),
             "Variation seed": None if request.subseed_strength == 0 else all_subseeds[index],
             "Variation seed strength": None if request.subseed_strength == 0 else float(request.subseed_strength),
             "Seed resize from": (
@@ -440,7 +479,8 @@ class Engine:
             return {}
         from webui.core.vae import vae_infotext
 
-        return vae_infotext(vae_info, self.registry.hash_cache)
+        return vae_infotext(vae_info, self.registry.hash_cache, no_hashing=self.registry.no_hashing,
+                            add_hash=bool(opts.get("add_vae_hash_to_info")), add_name=bool(opts.get("add_vae_name_to_info")))
 
     def processed_js(self, request, comp, opts, all_prompts, all_negative, all_seeds, all_subseeds, infotexts, extra,
                      job_timestamp, clip_skip, vae_info=None, comments=()) -> dict:

@@ -417,6 +417,15 @@ def load_components(info: CheckpointInfo, plan: DevicePlan, tokenizer_dir: str) 
     for te in (text_encoder, text_encoder_2):
         if te is not None:
             te.to(plan.device, plan.dtype)
+    if plan.device.type == "cpu":
+        # On the CPU with an unchanged dtype .to() copies nothing, so the tensors would still be pages of the file's
+        # memory map: replacing the file on disk (a merge saved over it, a re-download) would change or crash the
+        # live model, and in-place LoRA patches would touch the mapping. Own copies, tensor by tensor.
+        with torch.no_grad():
+            for module in (unet, vae, text_encoder, text_encoder_2):
+                if module is not None:
+                    for t in list(module.parameters()) + list(module.buffers()):
+                        t.data = t.data.clone()
     prediction = detect_prediction_type(sd, arch, yaml_cfg, unet, plan)
     del sd
     return ModelComponents(
