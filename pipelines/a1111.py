@@ -15,7 +15,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.denoiser import CFGDenoiser, KDenoiser, LCMDenoiser, LCMSigmas, SamplingInterrupted, StepConds
+from pipelines.denoiser import (
+    CFGDenoiser,
+    KDenoiser,
+    LCMDenoiser,
+    LCMSigmas,
+    RefinerSwitch,
+    SamplingInterrupted,
+    StepConds,
+)
 from pipelines.schedules import ModelSigmas
 
 
@@ -38,8 +46,21 @@ class A1111Pipeline:
     def __init__(self, components):
         self.components = components
         self.model_sigmas = ModelSigmas(components.alphas_cumprod.to(components.plan.device))
-        self.denoiser = KDenoiser(components.unet, self.model_sigmas, components.prediction_type)
         self.lcm_sigmas = LCMSigmas(components.alphas_cumprod.to(components.plan.device))
+
+    def make_inner(self, run: SamplerRun, control: list | None = None):
+        """The model the CFG denoiser calls: the k-diffusion wrapper (sigma space), A1111's LCM wrapper, or the eps
+        model on integer timesteps (DDIM, PLMS, UniPC), with the request's control hooks (ControlNet)."""
+        comp = self.components
+        if run.kind == "k" and run.denoiser == "lcm":
+            return LCMDenoiser(comp.unet, self.lcm_sigmas, comp.prediction_type, control=list(control or []))
+        denoiser = KDenoiser(comp.unet, self.model_sigmas, comp.prediction_type, control=list(control or []))
+        if run.kind == "k":
+            return denoiser
+        alphas = comp.alphas_cumprod.to(comp.plan.device)
+        inner = lambda x, t, c: denoiser.eps(x, t, c, alphas)  # noqa: E731
+        inner.progress = denoiser.progress  # type: ignore[attr-defined]
+        return inner
 
     @torch.no_grad()
     def __call__(
@@ -54,50 +75,91 @@ class A1111Pipeline:
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         batch_cond_uncond: bool = True,
+        pad_cond_uncond_v0: bool = False,
+        empty_context: torch.Tensor | None = None,
+        init_latent: torch.Tensor | None = None,
+        t_enc: int | None = None,
+        extra_noise: float = 0.0,
+        image_cond: torch.Tensor | None = None,
+        image_uncond: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        nmask: torch.Tensor | None = None,
+        control: list | None = None,
+        refiner: RefinerSwitch | None = None,
     ) -> torch.Tensor:
+        """txt2img from ``noise``; img2img from ``init_latent`` running ``t_enc`` of the schedule's steps (A1111
+        sample_img2img); ``mask``/``nmask`` blend the init latent back after every step (inpainting on ordinary
+        models); ``image_cond`` is the extra UNet input of inpainting / instruct-pix2pix models."""
         device = self.components.plan.device
         # 1. The guided model: CFGDenoiser over the k-diffusion wrapper (sigma space) or the eps model (timesteps).
-        if run.kind == "k" and run.denoiser == "lcm":
-            inner = LCMDenoiser(self.components.unet, self.lcm_sigmas, self.components.prediction_type)
-        elif run.kind == "k":
-            inner = self.denoiser
-        else:
-            alphas = self.components.alphas_cumprod.to(device)
-            inner = lambda x, t, c: self.denoiser.eps(x, t, c, alphas)  # noqa: E731
-        model = CFGDenoiser(inner, conds, cfg_scale, should_stop=should_stop, batch_cond_uncond=batch_cond_uncond)
+        inner = self.make_inner(run, control)
+        model = CFGDenoiser(inner, conds, cfg_scale, should_stop=should_stop, batch_cond_uncond=batch_cond_uncond,
+                            pad_cond_uncond_v0=pad_cond_uncond_v0, empty_context=empty_context,
+                            image_cond=image_cond, image_uncond=image_uncond, mask=mask, nmask=nmask,
+                            init_latent=init_latent, refiner=refiner, timesteps_mode=run.kind != "k")
 
         # 2. Sampler arguments: A1111 hands k-diffusion its per-image RNG for every randn_like, or a Brownian tree
         #    seeded from the images' seeds for the SDE samplers (batch-size independent results).
         kwargs = dict(run.kwargs)
         params = inspect.signature(run.function).parameters
-        x = noise.to(device, torch.float32)
+        noise = noise.to(device, torch.float32)
+        x = noise
         if run.kind == "k":
             sigmas = run.sigmas.to(device)
+            full_sigmas = sigmas
+            # 3. Starting point: noise scaled to the first sigma (A1111 KDiffusionSampler.sample), or for img2img the
+            #    init latent plus noise at the first sigma of the last t_enc+1 steps (sample_img2img).
+            if init_latent is not None:
+                steps_total = len(sigmas) - 1
+                sigmas = sigmas[steps_total - t_enc - 1 :]
+                x = init_latent.to(device, torch.float32) + noise * sigmas[0]
+                if extra_noise > 0:
+                    x = x + noise * extra_noise  # option img2img_extra_noise
+                if "sigma_min" in kwargs:
+                    kwargs["sigma_min"] = sigmas[-2]
+                if "sigma_max" in kwargs:
+                    kwargs["sigma_max"] = sigmas[0]
+                if "n" in kwargs:
+                    kwargs["n"] = len(sigmas) - 1
+            else:
+                x = noise * sigmas[0]
             if "noise_sampler" in params:
                 if run.brownian_noise:
                     from pipelines.k_sampling import BrownianTreeNoiseSampler
 
-                    positive = sigmas[sigmas > 0]
-                    kwargs["noise_sampler"] = BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=seeds)
+                    positive = full_sigmas[full_sigmas > 0]
+                    kwargs["noise_sampler"] = BrownianTreeNoiseSampler(x, positive.min(), full_sigmas.max(), seed=seeds)
                 else:
                     kwargs["noise_sampler"] = lambda s, sn: rng_next().to(device, x.dtype)
-            # 3. Starting point: noise scaled to the first sigma (A1111 KDiffusionSampler.sample).
-            x = x * sigmas[0]
             steps = len(sigmas) - 1
         else:
+            alphas = self.components.alphas_cumprod.to(device)
+            timesteps = run.timesteps
+            if init_latent is not None:
+                # sd_samplers_timesteps.sample_img2img: noise the init latent to timesteps[t_enc], run t_enc steps
+                a = alphas[timesteps[t_enc]]
+                x = init_latent.to(device, torch.float32) * a.sqrt() + noise * (1 - a).sqrt()
+                if extra_noise > 0:
+                    x = x + noise * extra_noise
+                timesteps = timesteps[:t_enc]
+                if "is_img2img" in params:
+                    kwargs["is_img2img"] = True
             if "timesteps" in params:
-                kwargs["timesteps"] = run.timesteps
+                kwargs["timesteps"] = timesteps
             if "alphas_cumprod" in params:
                 kwargs["alphas_cumprod"] = alphas
-            steps = len(run.timesteps) if run.timesteps is not None else 0
+            steps = len(timesteps) if timesteps is not None else 0
             if "noise_sampler" in params:
                 kwargs["noise_sampler"] = lambda *a: rng_next().to(device, x.dtype)
+        progress = inner.progress
+        progress.step, progress.steps = 0, steps
 
         # 4. Loop. The callback feeds progress and previews; an interrupt returns the last denoised latent, as A1111.
         last = {"latent": x}
 
         def on_step(d: dict) -> None:
             last["latent"] = d["denoised"]
+            model.sampling_step = progress.step = d["i"] + 1
             if callback is not None:
                 callback(d["i"] + 1, steps, d["denoised"])
 
@@ -109,7 +171,20 @@ class A1111Pipeline:
                 samples = run.function(model, x, timesteps, extra_args={}, callback=on_step, disable=True, **kwargs)
         except SamplingInterrupted:
             samples = last["latent"]
+        if mask is not None:
+            samples = samples * nmask + init_latent.to(samples) * mask  # A1111 sample(): blend after sampling too
         return samples
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images [B, 3, H, W] in [0, 1] -> latents (A1111 images_tensor_to_samples, "Full" VAE): the posterior is
+        sampled, with ``generator`` so that the same seed gives the same latent (A1111 draws from the global RNG)."""
+        vae = self.components.vae
+        x = (images * 2.0 - 1.0).to(vae.device, vae.dtype)
+        dist = vae.encode(x, return_dict=False)[0]
+        mean, std = dist.mean.float(), dist.std.float()
+        eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32, device="cpu").to(mean.device)
+        return (mean + std * eps) * vae.config.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:

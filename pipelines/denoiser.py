@@ -22,6 +22,10 @@ class Cond:
 
     context: torch.Tensor
     added: dict[str, torch.Tensor] | None = None  # {"text_embeds": [B, P], "time_ids": [B, n]} for SDXL
+    # Set by the CFG denoiser on what it hands the model: image conditioning concatenated to the UNet input
+    # (inpainting / instruct-pix2pix models, A1111's c_concat) and which rows are the negative prompt's.
+    concat: torch.Tensor | None = None
+    uncond_rows: torch.Tensor | None = None  # bool [B]
 
     def __len__(self) -> int:
         return self.context.shape[0]
@@ -31,7 +35,14 @@ class Cond:
         added = None
         if conds[0].added is not None:
             added = {k: torch.cat([c.added[k] for c in conds]) for k in conds[0].added}
-        return Cond(torch.cat([c.context for c in conds]), added)
+        concat = torch.cat([c.concat for c in conds]) if conds[0].concat is not None else None
+        rows = torch.cat([c.uncond_rows for c in conds]) if conds[0].uncond_rows is not None else None
+        return Cond(torch.cat([c.context for c in conds]), added, concat, rows)
+
+    def with_rows(self, concat: torch.Tensor | None, uncond: bool) -> "Cond":
+        """This conditioning as the model sees it for one part of the CFG batch."""
+        rows = torch.full((len(self),), uncond, dtype=torch.bool, device=self.context.device)
+        return Cond(self.context, self.added, concat, rows)
 
     def padded_to(self, tokens: int) -> "Cond":
         """The context lengthened to ``tokens`` by repeating its last vector (A1111 reconstruct_multicond_batch's fix
@@ -69,15 +80,39 @@ class FixedConds(StepConds):
 
 
 @dataclass
+class ControlContext:
+    """What a control hook (ControlNet) sees of one UNet call: the scaled UNet input, the timestep, the conditioning
+    (with ``uncond_rows``), and the sampler's progress (A1111's state.sampling_step / sampling_steps)."""
+
+    x: torch.Tensor
+    t: torch.Tensor
+    sigma: torch.Tensor | None
+    cond: Cond
+    sampling_step: int
+    sampling_steps: int
+
+
+@dataclass
+class SamplingProgress:
+    """The sampler's step counter, shared by the pipeline (which advances it) and the control hooks."""
+
+    step: int = 0
+    steps: int = 0
+
+
+@dataclass
 class KDenoiser:
     """k-diffusion's CompVisDenoiser (eps) / CompVisVDenoiser (v) over a diffusers UNet.
 
     ``model_sigmas`` supplies ``sigma_to_t`` (k-diffusion DiscreteSchedule's log-sigma interpolation).
+    ``control`` hooks (ControlNet) return extra UNet keyword arguments (residuals) for each call.
     """
 
     unet: Any
     model_sigmas: Any
     prediction_type: str = "epsilon"
+    control: list = field(default_factory=list)
+    progress: SamplingProgress = field(default_factory=SamplingProgress)
 
     def scalings(self, sigma: torch.Tensor):
         c_in = 1 / (sigma**2 + 1) ** 0.5
@@ -89,34 +124,49 @@ class KDenoiser:
             c_out = -sigma
         return c_skip, c_out, c_in
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
-        c_skip, c_out, c_in = (s[:, None, None, None] for s in self.scalings(sigma))
-        t = self.model_sigmas.sigma_to_t(sigma)
+    def unet_call(self, x_in: torch.Tensor, t: torch.Tensor, cond: Cond, sigma: torch.Tensor | None) -> torch.Tensor:
+        """The UNet on an already-scaled input; image conditioning is concatenated on the channel axis (LDM's
+        hybrid conditioning) and control hooks add their residuals."""
         dtype = self.unet.dtype
-        out = self.unet(
-            (x * c_in).to(dtype),
-            t.to(dtype) if dtype != torch.float32 else t,
+        sample = x_in if cond.concat is None else torch.cat([x_in, cond.concat.to(x_in)], dim=1)
+        kwargs: dict[str, Any] = {}
+        for hook in self.control:
+            extra = hook(ControlContext(x_in, t, sigma, cond, self.progress.step, self.progress.steps))
+            for key, value in (extra or {}).items():
+                if key in kwargs and value is not None and kwargs[key] is not None:
+                    kwargs[key] = _add_residuals(kwargs[key], value)
+                elif value is not None:
+                    kwargs[key] = value
+        return self.unet(
+            sample.to(dtype),
+            t.to(dtype) if dtype != torch.float32 else t.float(),
             encoder_hidden_states=cond.context.to(dtype),
             added_cond_kwargs={k: v.to(dtype) for k, v in cond.added.items()} if cond.added else None,
             return_dict=False,
-        )[0].to(x.dtype)
+            **kwargs,
+        )[0].to(x_in.dtype)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        c_skip, c_out, c_in = (s[:, None, None, None] for s in self.scalings(sigma))
+        t = self.model_sigmas.sigma_to_t(sigma)
+        out = self.unet_call(x * c_in, t, cond, sigma)
         return x * c_skip + out * c_out
 
     def eps(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, alphas_cumprod: torch.Tensor) -> torch.Tensor:
         """The UNet's noise prediction at integer timestep ``t`` on an unscaled (DDPM) latent: what A1111's
         timestep samplers (DDIM, PLMS, UniPC) call. v-models are converted to eps."""
-        dtype = self.unet.dtype
-        out = self.unet(
-            x.to(dtype),
-            t.to(dtype) if dtype != torch.float32 else t.float(),
-            encoder_hidden_states=cond.context.to(dtype),
-            added_cond_kwargs={k: v.to(dtype) for k, v in cond.added.items()} if cond.added else None,
-            return_dict=False,
-        )[0].to(x.dtype)
+        out = self.unet_call(x, t, cond, None)
         if self.prediction_type == "v_prediction":
             a = alphas_cumprod.to(x.device)[t.long()][:, None, None, None]
             out = a.sqrt() * out + (1 - a).sqrt() * x
         return out
+
+
+def _add_residuals(a, b):
+    """Two control hooks' residuals add up (several ControlNet units, as the extension sums them)."""
+    if isinstance(a, (list, tuple)):
+        return [x + y for x, y in zip(a, b)]
+    return a + b
 
 
 @dataclass
@@ -135,6 +185,20 @@ class CFGDenoiser:
     need_last_noise_uncond: bool = False
     should_stop: Callable[[], bool] = lambda: False
     batch_cond_uncond: bool = True
+    # A1111 options pad_cond_uncond_v0 (repeat the negative's last vector / cut it) and pad_cond_uncond (append
+    # empty-prompt chunks, ``empty_context`` [1, 77, D]) for prompts of different chunk counts; neither: run apart.
+    pad_cond_uncond_v0: bool = False
+    empty_context: torch.Tensor | None = None
+    # img2img/inpainting: image conditioning per image [B, C, h, w] for 9-/8-channel UNets, and A1111's latent
+    # mask blend (denoised = denoised * nmask + init_latent * mask after each step)
+    image_cond: torch.Tensor | None = None
+    image_uncond: torch.Tensor | None = None  # instruct-pix2pix: zeros for the uncond rows (else image_cond)
+    mask: torch.Tensor | None = None
+    nmask: torch.Tensor | None = None
+    init_latent: torch.Tensor | None = None
+    refiner: "RefinerSwitch | None" = None
+    timesteps_mode: bool = False  # DDIM/PLMS/UniPC call the model with timesteps where k samplers pass sigmas
+    sampling_step: int = 0
     step: int = 0
     last_noise_uncond: torch.Tensor | None = field(default=None, repr=False)
     _conds_list: list = field(default_factory=list, repr=False)
@@ -155,6 +219,12 @@ class CFGDenoiser:
     def run(self, x: torch.Tensor, sigma: torch.Tensor, fn) -> torch.Tensor:
         if self.should_stop():
             raise SamplingInterrupted()
+        if self.refiner is not None and not self.refiner.done and self.refiner.should_switch(
+            sigma, self.step, self.timesteps_mode
+        ):
+            self.refiner.switched_at_call = self.step
+            self.inner, self.conds = self.refiner.switch(self.timesteps_mode)
+            fn = self.inner
         conds_list, cond, uncond = self.conds.at(self.step)
         self._conds_list = conds_list
         repeats = [len(c) for c in conds_list]
@@ -164,6 +234,14 @@ class CFGDenoiser:
             x_in = torch.cat([x[i : i + 1].repeat(r, 1, 1, 1) for i, r in enumerate(repeats)] + [x])
             sigma_in = torch.cat([sigma[i : i + 1].repeat(r) for i, r in enumerate(repeats)] + [sigma])
         n_cond = len(cond)
+        if cond.context.shape[1] != uncond.context.shape[1]:
+            cond, uncond = self._pad(cond, uncond)
+        cond_ic = uncond_ic = None
+        if self.image_cond is not None:
+            ic = self.image_cond
+            cond_ic = torch.cat([ic[i : i + 1].repeat(r, 1, 1, 1) for i, r in enumerate(repeats)])
+            uncond_ic = self.image_uncond if self.image_uncond is not None else ic
+        cond, uncond = cond.with_rows(cond_ic, False), uncond.with_rows(uncond_ic, True)
         if cond.context.shape[1] == uncond.context.shape[1] and self.batch_cond_uncond:
             x_out = fn(x_in, sigma_in, Cond.cat([cond, uncond]))
         elif cond.context.shape[1] == uncond.context.shape[1]:
@@ -173,10 +251,34 @@ class CFGDenoiser:
         self.step += 1
         return x_out
 
+    def _pad(self, cond: Cond, uncond: Cond) -> tuple[Cond, Cond]:
+        """A1111 CFGDenoiser.pad_cond_uncond_v0 / pad_cond_uncond."""
+        if self.pad_cond_uncond_v0:
+            tokens = cond.context.shape[1]
+            if uncond.context.shape[1] < tokens:
+                return cond, uncond.padded_to(tokens)
+            return cond, Cond(uncond.context[:, :tokens], uncond.added)
+        if self.empty_context is not None:
+            empty = self.empty_context.to(cond.context.device, cond.context.dtype)
+            repeats = (cond.context.shape[1] - uncond.context.shape[1]) // empty.shape[1]
+
+            def padded(c: Cond, n: int) -> Cond:
+                return Cond(torch.cat([c.context, empty.repeat(c.context.shape[0], n, 1)], dim=1), c.added)
+
+            if repeats < 0:
+                return padded(cond, -repeats), uncond
+            if repeats > 0:
+                return cond, padded(uncond, repeats)
+        return cond, uncond
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
         x_out = self.run(x, sigma, self.inner)
         self.last_noise_uncond = x_out[-x.shape[0]:]  # DDIM CFG++ reads the unguided prediction
-        return self.combine(x_out, x.shape[0])
+        denoised = self.combine(x_out, x.shape[0])
+        if self.mask is not None:
+            # A1111 (mask_before_denoising False): keep the original latent where the mask says so
+            denoised = denoised * self.nmask + self.init_latent * self.mask
+        return denoised
 
 
 @dataclass
@@ -190,6 +292,41 @@ class LCMDenoiser(KDenoiser):
         c_skip = 0.25 / (t**2 + 0.25)
         c_out = t / (t**2 + 0.25) ** 0.5
         return c_out * denoised + c_skip * x
+
+
+@dataclass
+class RefinerSwitch:
+    """A1111's refiner (sd_samplers_common.apply_refiner): once the completed fraction of the schedule reaches
+    ``switch_at``, the sampler goes on with another model on the same latents and noise. The fraction is
+    (999 - timestep) / 1000 for the current sigma's nearest model timestep, or model calls / expected calls with
+    option refiner_switch_by_sample_steps (and for timestep samplers without a sigma).
+
+    ``build(timesteps_mode)`` loads the refiner and returns its ``(inner model, StepConds)``."""
+
+    switch_at: float
+    model_sigmas: Any
+    build: Callable[[bool], tuple[Callable, "StepConds"]]
+    total_calls: int = 1
+    by_sample_steps: bool = False
+    done: bool = False
+    switched_at_call: int | None = None
+
+    def completed_ratio(self, sigma: torch.Tensor, call: int, timesteps_mode: bool) -> float:
+        if self.by_sample_steps:
+            return call / max(1, self.total_calls)
+        if timesteps_mode:  # "sigma" is the timestep for DDIM and friends
+            timestep = int(torch.max(sigma).item())
+        else:
+            sigmas = self.model_sigmas.sigmas.to(sigma.device)
+            timestep = int(torch.argmin(torch.abs(sigmas - torch.max(sigma))).item())
+        return (999 - timestep) / 1000
+
+    def should_switch(self, sigma: torch.Tensor, call: int, timesteps_mode: bool) -> bool:
+        return self.completed_ratio(sigma, call, timesteps_mode) >= self.switch_at
+
+    def switch(self, timesteps_mode: bool):
+        self.done = True
+        return self.build(timesteps_mode)
 
 
 class SamplingInterrupted(Exception):

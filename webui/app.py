@@ -13,6 +13,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import RedirectResponse
 
 from webui.api.errors import install_error_handlers
+from webui.api.handlers.generation import TASK_ID_HEADER
 from webui.api.routes import install_routes
 from webui.config import Config
 from webui.state import AppState, build_state, preload_model
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 def build_app(config: Config, state: AppState | None = None) -> FastAPI:
     """Build the app; models are loaded by the queue worker after start-up, never here."""
     state = state or build_state(config)
+    # Live previews read the stored options and the architecture of the model being sampled (SDXL coefficients).
+    state.queue.configure_previews(
+        options=state.settings.get,
+        model_arch=lambda: getattr(state.engine.current_model(), "arch", None),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -53,11 +59,13 @@ def build_app(config: Config, state: AppState | None = None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
         allow_credentials=True,
+        expose_headers=[TASK_ID_HEADER],
     )
     app.add_middleware(GZipMiddleware, minimum_size=1000)
     install_error_handlers(app)
     if config.api_enabled or not ui_available():
-        install_routes(app, config.api_auth_users())
+        # /internal/* belongs to the UI server: present unless --nowebui (A1111 §9.4).
+        install_routes(app, config, ui=not config.nowebui)
 
     if not ui_available():
         # Until the Gradio tabs land (issue 06) the browser entry point is the interactive API page.

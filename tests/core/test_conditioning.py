@@ -195,3 +195,26 @@ def test_sdxl_conditioning_shapes_and_empty_negative(sdxl):
     skip3_l = PromptEncoder(sdxl, EncoderOptions(clip_skip=3, sdxl_clip_l_skip=True), width=96, height=64)(["a cat"])
     assert not torch.equal(skip3_l.context[..., :l_width], cond.context[..., :l_width])
     assert torch.equal(skip3_l.context[..., l_width:], cond.context[..., l_width:])
+
+
+def test_pad_cond_uncond_options(sd1):
+    """A1111 options: pad_cond_uncond appends empty-prompt chunks to the shorter side, pad_cond_uncond_v0 repeats the
+    negative's last vector; both make cond and uncond one batch of the same length."""
+    enc = _enc(sd1)
+    sched = SchedulingOptions(steps=1)
+    conds = ScheduledConds(get_multicond_learned_conditioning(enc, ["cat " * 80], sched),
+                           get_learned_conditioning(enc, ["dog"], sched, is_negative=True))
+    empty = enc([""]).context
+    dog = enc(["dog"]).context
+    seen = []
+
+    def inner(x, sigma, c: Cond):
+        seen.append(c.context)
+        return x
+
+    CFGDenoiser(inner, conds, cfg_scale=7.0, empty_context=empty)(torch.zeros(1, 4, 8, 8), torch.ones(1))
+    assert len(seen) == 1 and seen[0].shape[1] == 154
+    assert torch.equal(seen[0][1:, :77], dog) and torch.equal(seen[0][1:, 77:], empty)
+    seen.clear()
+    CFGDenoiser(inner, conds, cfg_scale=7.0, pad_cond_uncond_v0=True)(torch.zeros(1, 4, 8, 8), torch.ones(1))
+    assert len(seen) == 1 and torch.equal(seen[0][1:, 77:], dog[:, -1:].repeat(1, 77, 1))

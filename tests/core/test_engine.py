@@ -45,16 +45,21 @@ def test_same_seed_same_pixels_different_seed_differs(state):
 
 def test_batch_seeds_and_counts(state):
     res = _gen(state, seed=1000, batch_size=2, n_iter=2)
-    assert len(res.images) == 4
+    # A1111 puts the grid of a multi-image job first (option return_grid) and says so in index_of_first_image
+    assert len(res.images) == 5 and res.info["index_of_first_image"] == 1
+    assert res.images[0].size == (128, 128)  # 4 images of a batch of 2: a 2x2 grid
     assert res.seeds == [1000, 1001, 1002, 1003]
     assert res.info["all_seeds"] == [1000, 1001, 1002, 1003]
     # image 2 of the batch is the single image made with its seed (A1111's per-image RNG); batched matrix maths
     # may differ in the last bit, so compare pixels within one step of rounding
     single = _gen(state, seed=1001)
-    diff = np.abs(np.asarray(res.images[1]).astype(int) - np.asarray(single.images[0]).astype(int))
+    diff = np.abs(np.asarray(res.images[2]).astype(int) - np.asarray(single.images[0]).astype(int))
     assert diff.max() <= 1
-    other = np.abs(np.asarray(res.images[0]).astype(int) - np.asarray(single.images[0]).astype(int))
+    other = np.abs(np.asarray(res.images[1]).astype(int) - np.asarray(single.images[0]).astype(int))
     assert other.max() > 1
+    no_grid = state.engine.generate(GenerationRequest(prompt="a cat", steps=2, width=64, height=64, seed=1000,
+                                                      batch_size=2, override_settings={"return_grid": False}))
+    assert len(no_grid.images) == 2 and no_grid.info["index_of_first_image"] == 0
 
 
 def test_random_seed_is_drawn_and_reported(state):

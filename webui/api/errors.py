@@ -18,10 +18,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from webui.core.engine import GenerationError
 from webui.core.images import InvalidImage, InvalidImageFormat
 from webui.core.loader import CheckpointLoadError
+from webui.core.queue import DuplicateTaskId, TaskCancelled
 from webui.core.registry import CheckpointNotFound
 from webui.core.settings import UnknownOption
 
 log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered in A1111's shape: ``detail`` says what is wrong (naming the field and the valid choices),
+    ``errors`` keeps A1111's own text where a client might match it, ``error`` the class name A1111 would show."""
+
+    def __init__(self, status: int, detail: str, *, errors: str | None = None, error: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(detail)
+        self.status_code = status
+        self.detail = detail
+        self.errors = detail if errors is None else errors
+        self.error = error or "HTTPException"
+        self.headers = headers
 
 
 def error_body(error: str, detail="", errors="", body="") -> dict:
@@ -35,8 +50,12 @@ def error_response(status: int, error: str, detail="", errors="", headers=None) 
 def _status_for(exc: Exception) -> int:
     if isinstance(exc, CheckpointNotFound):
         return 404
-    if isinstance(exc, (GenerationError, UnknownOption, InvalidImage, InvalidImageFormat, CheckpointLoadError)):
-        return 422 if isinstance(exc, CheckpointLoadError) else 400
+    if isinstance(exc, (TaskCancelled, DuplicateTaskId)):
+        return 409
+    if isinstance(exc, CheckpointLoadError):
+        return 422
+    if isinstance(exc, (GenerationError, UnknownOption, InvalidImage, InvalidImageFormat)):
+        return 400
     return 500
 
 
@@ -48,33 +67,81 @@ def _describe(exc: Exception) -> tuple[str, str]:
     return str(exc), str(exc)
 
 
+# pydantic v2 error types -> pydantic v1's (A1111 runs v1; these are what its 422 bodies say, spec §3.2).
+_V1_ERRORS = {
+    "int_parsing": ("type_error.integer", "value is not a valid integer"),
+    "int_type": ("type_error.integer", "value is not a valid integer"),
+    "int_from_float": ("type_error.integer", "value is not a valid integer"),
+    "float_parsing": ("type_error.float", "value is not a valid float"),
+    "float_type": ("type_error.float", "value is not a valid float"),
+    "bool_parsing": ("type_error.bool", "value could not be parsed to a boolean"),
+    "bool_type": ("type_error.bool", "value could not be parsed to a boolean"),
+    "string_type": ("type_error.str", "str type expected"),
+    "list_type": ("type_error.list", "value is not a valid list"),
+    "dict_type": ("type_error.dict", "value is not a valid dict"),
+    "model_attributes_type": ("type_error.dict", "value is not a valid dict"),
+    "model_type": ("type_error.dict", "value is not a valid dict"),
+    "missing": ("value_error.missing", "field required"),
+    "literal_error": ("value_error.const", None),
+}
+
+
+def v1_validation_items(errors: list[dict]) -> list[dict]:
+    """FastAPI/pydantic v2 validation errors as pydantic v1 items ``{"loc", "msg", "type"[, "ctx"]}``."""
+    items = []
+    for e in errors:
+        loc = list(e.get("loc", ()))
+        kind = e.get("type", "")
+        msg = e.get("msg", "")
+        ctx = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v))
+               for k, v in (e.get("ctx") or {}).items()}
+        if kind == "json_invalid":
+            pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
+            reason = ctx.get("error") or "Invalid JSON"
+            kind, msg = "value_error.jsondecode", f"{reason}: char {pos}"
+            ctx = {"msg": reason, "pos": pos}
+        elif kind == "model_attributes_type" and loc == ["body"] and e.get("input") is None:
+            kind, msg = _V1_ERRORS["missing"]  # a JSON null body: pydantic v1 says "field required"
+        elif kind in _V1_ERRORS:
+            v1_kind, v1_msg = _V1_ERRORS[kind]
+            kind, msg = v1_kind, v1_msg or msg
+        elif kind == "value_error":
+            kind, msg = "value_error", ctx.get("error", msg)
+        item = {"loc": loc, "msg": msg, "type": kind}
+        if ctx and kind not in ("type_error.integer", "type_error.float", "type_error.str", "type_error.bool"):
+            item["ctx"] = ctx
+        items.append(item)
+    return items
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        items = []
-        for e in exc.errors():
-            item = {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            items.append(item)
+        items = v1_validation_items(list(exc.errors()))
         message = "; ".join(f"{'.'.join(str(p) for p in i['loc'])}: {i['msg']}" for i in items)
         return JSONResponse(status_code=422, content=error_body("RequestValidationError", items, message))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        if not request.url.path.startswith("/sdapi/") or exc.status_code in (404, 405) and _is_routing(exc):
+        if not request.url.path.startswith(("/sdapi/", "/internal/")) or exc.status_code in (404, 405) and _is_routing(exc):
             return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
         return error_response(exc.status_code, "HTTPException", exc.detail, "", headers=exc.headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return error_response(exc.status_code, exc.error, exc.detail, exc.errors, headers=exc.headers)
 
     async def any_error(request: Request, exc: Exception):
         status = _status_for(exc)
         if status >= 500:
             log.exception("API error on %s", request.url.path, exc_info=exc)
         detail, errors = _describe(exc)
-        return error_response(status, type(exc).__name__, detail, errors)
+        return error_response(status, type(exc).__name__, detail, errors, headers=getattr(exc, "headers", None))
 
     # Our client-error types get their own handlers (answered inside the app); anything else is a logged 500 in
     # A1111's shape, and the server goes on serving.
     for cls in (CheckpointNotFound, GenerationError, UnknownOption, InvalidImage, InvalidImageFormat,
-                CheckpointLoadError, Exception):
+                CheckpointLoadError, TaskCancelled, DuplicateTaskId, Exception):
         app.add_exception_handler(cls, any_error)
 
 

@@ -1,15 +1,23 @@
-"""The /sdapi/v1 route table: path, method, handler, response model, whether --api-auth applies. One place."""
+"""The API route table: path, method, handler, response model. One place. Every route is guarded by --api-auth.
+
+A1111 v1.10.1's ``modules/api/api.py`` routes whose feature exists here; routes of later features (img2img, extras,
+interrogate, train, ...) are absent (404) until their code lands. ``/sdapi/v1/version`` is absent on purpose:
+clients tell A1111 from SD.Next by it. The ``/internal/*`` routes exist in UI mode only, as in A1111.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 
+from webui.api import models as m
 from webui.api.auth import make_auth_dependency
-from webui.api.handlers import generation, models
-from webui.api.models import SDModelItem, TextToImageResponse
+from webui.api.handlers import generation, info, models, options, progress
+from webui.config import Config
 
 
 @dataclass(frozen=True)
@@ -18,28 +26,64 @@ class Route:
     method: str
     handler: Callable
     response_model: Any = None
-    auth: bool = True
+    ui_only: bool = False  # A1111 registers it only with the UI (not with --nowebui)
+
+
+#: The response model of routes that answer JSON ``null`` (A1111 handlers returning None).
+Null = type(None)
+
+
+@dataclass(frozen=True)
+class ModelFor:
+    """A response model built when the routes are installed (it depends on the option table or the parsed flags)."""
+
+    build: Callable[[Config], Any]
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("/sdapi/v1/txt2img", "POST", generation.txt2img, TextToImageResponse),
-    Route("/sdapi/v1/sd-models", "GET", models.sd_models, list[SDModelItem]),
-    Route("/sdapi/v1/options", "GET", models.get_options, dict),
-    Route("/sdapi/v1/options", "POST", models.set_options),
-    Route("/sdapi/v1/samplers", "GET", models.samplers, list[dict]),
-    Route("/sdapi/v1/schedulers", "GET", models.schedulers, list[dict]),
+    Route("/sdapi/v1/txt2img", "POST", generation.txt2img, m.TextToImageResponse),
+    Route("/sdapi/v1/png-info", "POST", info.png_info, m.PNGInfoResponse),
+    Route("/sdapi/v1/progress", "GET", progress.progress, m.ProgressResponse | m.TaskProgressResponse),
+    Route("/sdapi/v1/interrupt", "POST", progress.interrupt, m.EmptyResponse),
+    Route("/sdapi/v1/skip", "POST", progress.skip, Null),
+    Route("/sdapi/v1/options", "GET", options.get_options, ModelFor(lambda config: m.options_model())),
+    Route("/sdapi/v1/options", "POST", options.set_options, Null),
+    Route("/sdapi/v1/cmd-flags", "GET", info.cmd_flags, ModelFor(lambda config: m.flags_model(config.cmd_flags()))),
+    Route("/sdapi/v1/samplers", "GET", models.samplers, list[m.SamplerItem]),
+    Route("/sdapi/v1/schedulers", "GET", models.schedulers, list[m.SchedulerItem]),
+    Route("/sdapi/v1/latent-upscale-modes", "GET", info.latent_upscale_modes, list[m.LatentUpscalerModeItem]),
+    Route("/sdapi/v1/sd-models", "GET", models.sd_models, list[m.SDModelItem]),
+    Route("/sdapi/v1/refresh-checkpoints", "POST", models.refresh_checkpoints, Null),
+    Route("/sdapi/v1/memory", "GET", info.memory, m.MemoryResponse),
+    Route("/sdapi/v1/unload-checkpoint", "POST", models.unload_checkpoint, m.EmptyResponse),
+    Route("/sdapi/v1/reload-checkpoint", "POST", models.reload_checkpoint, m.EmptyResponse),
+    Route("/sdapi/v1/scripts", "GET", info.scripts, m.ScriptsList),
+    Route("/sdapi/v1/script-info", "GET", info.script_info, list[m.ScriptInfo]),
+    Route("/sdapi/v1/extensions", "GET", info.extensions, list[m.ExtensionItem]),
+    Route("/internal/progress", "POST", progress.internal_progress, m.InternalProgressResponse, ui_only=True),
+    Route("/internal/pending-tasks", "GET", progress.pending_tasks, m.PendingTasksResponse, ui_only=True),
+    Route("/internal/ping", "GET", progress.ping, m.EmptyResponse, ui_only=True),
 )
 
 
-def install_routes(app: FastAPI, auth_users: dict[str, str]) -> None:
-    auth = make_auth_dependency(auth_users)
-    router = APIRouter()
+def install_routes(app: FastAPI, config: Config, *, ui: bool) -> None:
+    """Add the routes (the ``ui_only`` ones only when ``ui``: A1111 serves /internal/* with the UI, not under
+    --nowebui), each guarded by ``--api-auth`` when it is set."""
+    auth = make_auth_dependency(config.api_auth_users())
+    router = app.router  # added straight to the app, as A1111 does: app.routes lists every route
+    # A1111's FastAPI parses a body sent without Content-Type as JSON, and clients rely on it (Dify posts
+    # data=json.dumps(...)); FastAPI >= 0.123 refuses such bodies unless told otherwise.
+    extra = {"strict_content_type": False} if "strict_content_type" in inspect.signature(router.add_api_route).parameters \
+        else {}
     for r in ROUTES:
+        if r.ui_only and not ui:
+            continue
+        response_model = r.response_model.build(config) if isinstance(r.response_model, ModelFor) else r.response_model
         router.add_api_route(
             r.path,
             r.handler,
             methods=[r.method],
-            response_model=r.response_model,
-            dependencies=[Depends(auth)] if r.auth else [],
+            response_model=response_model,
+            dependencies=[Depends(auth)],  # every route: A1111 forgets loras/refresh-loras and /internal; we do not
+            **extra,
         )
-    app.include_router(router)

@@ -57,12 +57,12 @@ def _tiny_vae():
     return AutoencoderKL(**cfg), cfg
 
 
-def _tiny_unet(arch: str, context_dim: int, adm_in: int | None = None, time_dim: int = 8):
+def _tiny_unet(arch: str, context_dim: int, adm_in: int | None = None, time_dim: int = 8, in_channels: int = 4):
     from diffusers import UNet2DConditionModel
 
     cfg: dict = dict(
         sample_size=8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         block_out_channels=[32, 64],
         layers_per_block=1,
@@ -96,20 +96,21 @@ def _tiny_unet(arch: str, context_dim: int, adm_in: int | None = None, time_dim:
     return UNet2DConditionModel(**cfg), cfg
 
 
-def tiny_checkpoint_state_dict(arch: str = "SD1", seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random state dict in A1111's single-file layout for ``arch`` in SD1, SD2, SDXL, SDXL-refiner."""
+def tiny_checkpoint_state_dict(arch: str = "SD1", seed: int = 0, in_channels: int = 4) -> dict[str, torch.Tensor]:
+    """A random state dict in A1111's single-file layout for ``arch`` in SD1, SD2, SDXL, SDXL-refiner.
+    ``in_channels`` 9 makes an inpainting model, 8 an instruct-pix2pix one."""
     torch.manual_seed(seed)
     vae, vae_cfg = _tiny_vae()
     sd = ldm_layout.vae_to_ldm(vae.state_dict(), vae_cfg)
     if arch == "SD1":
-        unet, unet_cfg = _tiny_unet("SD1", 32)
+        unet, unet_cfg = _tiny_unet("SD1", 32, in_channels=in_channels)
         sd.update(ldm_layout.clip_to_ldm(_tiny_clip().state_dict(), ldm_layout.SD1_CLIP_PREFIX))
     elif arch == "SD2":
-        unet, unet_cfg = _tiny_unet("SD2", 32)
+        unet, unet_cfg = _tiny_unet("SD2", 32, in_channels=in_channels)
         te = _tiny_clip(act="gelu", with_projection=True)
         sd.update(ldm_layout.openclip_to_ldm(te.state_dict(), ldm_layout.SD2_OPENCLIP_PREFIX))
     elif arch == "SDXL":
-        unet, unet_cfg = _tiny_unet("SDXL", 32 + 32, adm_in=32 + 6 * 8, time_dim=8)
+        unet, unet_cfg = _tiny_unet("SDXL", 32 + 32, adm_in=32 + 6 * 8, time_dim=8, in_channels=in_channels)
         sd.update(ldm_layout.clip_to_ldm(_tiny_clip().state_dict(), ldm_layout.SDXL_CLIP_L_PREFIX))
         te2 = _tiny_clip(act="gelu", with_projection=True)
         sd.update(ldm_layout.openclip_to_ldm(te2.state_dict(), ldm_layout.SDXL_CLIP_G_PREFIX))
@@ -123,12 +124,13 @@ def tiny_checkpoint_state_dict(arch: str = "SD1", seed: int = 0) -> dict[str, to
     return {k: v.detach().contiguous() for k, v in sd.items()}
 
 
-def write_tiny_checkpoint(path: str, arch: str = "SD1", seed: int = 0, metadata: dict | None = None) -> str:
+def write_tiny_checkpoint(path: str, arch: str = "SD1", seed: int = 0, metadata: dict | None = None,
+                          in_channels: int = 4) -> str:
     """Write a tiny checkpoint atomically (temp file + rename) and return its path."""
     from safetensors.torch import save_file
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    sd = tiny_checkpoint_state_dict(arch, seed)
+    sd = tiny_checkpoint_state_dict(arch, seed, in_channels)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
     os.close(fd)
     try:

@@ -42,6 +42,66 @@ class CheckpointInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HiresOptions:
+    """txt2img "Hires. fix" (A1111 StableDiffusionProcessingTxt2Img's hr_* fields). The second pass's denoising
+    strength is the request's ``denoising_strength``."""
+
+    scale: float = 2.0
+    upscaler: str = "Latent"  # a latent mode of /sdapi/v1/latent-upscale-modes or an upscaler name
+    second_pass_steps: int = 0  # 0: the first pass's steps
+    resize_x: int = 0
+    resize_y: int = 0
+    checkpoint: str | None = None  # None / "Use same checkpoint": the first pass's
+    sampler_name: str | None = None  # None: the first pass's
+    scheduler: str | None = None  # None: the first pass's
+    prompt: str = ""  # "": the first pass's
+    negative_prompt: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefinerOptions:
+    """A1111's Refiner: switch to ``checkpoint`` at fraction ``switch_at`` of the sampling schedule."""
+
+    checkpoint: str
+    switch_at: float = 0.8
+
+
+@dataclass(frozen=True, kw_only=True)
+class InpaintOptions:
+    """img2img with a mask (A1111 StableDiffusionProcessingImg2Img's mask fields, API defaults)."""
+
+    mask: bytes  # encoded image; white = repaint
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_round: bool = True
+    inpainting_fill: int = 0  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = True  # "Only masked"
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlNetUnit:
+    """One sd-webui-controlnet unit, normalised from its API dict (webui.core.controlnet parses and validates)."""
+
+    enabled: bool = True
+    module: str = "none"
+    model: str = "None"
+    weight: float = 1.0
+    image: bytes | None = None  # encoded control image
+    mask: bytes | None = None
+    resize_mode: int = 1  # 0 Just Resize, 1 Crop and Resize, 2 Resize and Fill
+    low_vram: bool = False
+    processor_res: int = -1
+    threshold_a: float = -1
+    threshold_b: float = -1
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    control_mode: int = 0  # 0 Balanced, 1 My prompt is more important, 2 ControlNet is more important
+    pixel_perfect: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
     """Everything one generation needs (A1111's StableDiffusionProcessing fields, resolved to plain values).
 
@@ -72,11 +132,29 @@ class GenerationRequest:
     s_tmax: float | None = None
     s_noise: float | None = None
     denoising_strength: float | None = None
+    # img2img / inpaint (mode "img2img"; images are encoded bytes so the request stays plain data)
+    init_images: tuple[bytes, ...] = ()
+    resize_mode: int = 0  # 0 Just resize, 1 Crop and resize, 2 Resize and fill, 3 Just resize (latent upscale)
+    image_cfg_scale: float | None = None
+    initial_noise_multiplier: float | None = None
+    inpaint: InpaintOptions | None = None
+    include_init_images: bool = False
+    # txt2img extras
+    hires: HiresOptions | None = None
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    refiner: RefinerOptions | None = None
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    controlnet: tuple[ControlNetUnit, ...] = ()
     checkpoint: str | None = None
     clip_skip: int | None = None  # the request's own clip skip (None: option CLIP_stop_at_last_layers)
     disable_extra_networks: bool = False  # leave <lora:...> and other tags in the text, activate nothing
     override_settings: Mapping[str, Any] = field(default_factory=dict)
     save_images: bool = False
+    # A1111's p.do_not_save_grid: the API sets it to ``not save_images`` (so API clients get no grid by default),
+    # the UI leaves it False
+    do_not_save_grid: bool = False
     extension_args: Mapping[str, Any] = field(default_factory=dict)
     task_id: str | None = None
     # Set by the adapter when it had to fall back (A1111 falls back silently; we record it in `info`).

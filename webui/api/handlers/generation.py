@@ -3,22 +3,97 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 
-from webui.api.errors import info_json
-from webui.api.models import StableDiffusionTxt2ImgProcessingAPI, TextToImageResponse, to_request
+from webui.api.errors import ApiError, info_json
+from webui.api.handlers.options import changed_options
+from webui.api.models import StableDiffusionTxt2ImgProcessingAPI, TextToImageResponse, limit_problems, to_request
 from webui.core.images import encode_base64
-from webui.core.queue import new_task_id
+from webui.core.queue import TaskCancelled, new_task_id
 from webui.state import AppState
 
+#: Response header carrying the task id of a txt2img/img2img job (ours; the id /progress?id_task= takes).
+TASK_ID_HEADER = "X-Task-Id"
 
-async def txt2img(body: StableDiffusionTxt2ImgProcessingAPI, request: Request) -> TextToImageResponse:
+
+# Script titles per tab, as /sdapi/v1/scripts lists them: the selectable ones (``script_name``: X/Y/Z plot, prompt
+# matrix, ...) and the always-on ones (``alwayson_scripts`` keys: ControlNet, ...). No script is built yet, so both are
+# empty and every script name is answered with A1111's 422.
+SELECTABLE_SCRIPTS: dict[str, tuple[str, ...]] = {"txt2img": (), "img2img": ()}
+ALWAYSON_SCRIPTS: dict[str, tuple[str, ...]] = {"txt2img": (), "img2img": ()}
+
+
+def check_scripts(body: Any, mode: str) -> None:
+    """A1111 ``get_selectable_script`` / ``init_script_args``: an unknown script title is a 422 "Script '<name>' not
+    found" (titles match case-insensitively); a selectable script among the always-on ones is a 422 too.
+
+    ``alwayson_scripts`` values are accepted as ``{"args": [...]}`` whose items may be positional values (list form)
+    or objects (dict form, e.g. ControlNet units).
+    """
+    selectable = SELECTABLE_SCRIPTS[mode]
+    always_on = ALWAYSON_SCRIPTS[mode]
+    if body.script_name and body.script_name.lower() not in [t.lower() for t in selectable]:
+        raise ApiError(422, f"Script '{body.script_name}' not found", errors=(
+            f"script_name: unknown script {body.script_name!r}; selectable {mode} scripts: "
+            f"{', '.join(selectable) or '(none)'}"))
+    for name, value in (body.alwayson_scripts or {}).items():
+        lowered = str(name).lower()
+        if lowered in [t.lower() for t in selectable]:
+            raise ApiError(422, "Cannot have a selectable script in the always on scripts params",
+                           errors=f"alwayson_scripts: {name!r} is a selectable script; use script_name")
+        if lowered not in [t.lower() for t in always_on]:
+            raise ApiError(422, f"Script '{name}' not found", errors=(
+                f"alwayson_scripts: unknown script {name!r}; always-on {mode} scripts: {', '.join(always_on) or '(none)'}"))
+        # A1111 reads value["args"] when present; any other value means "no args" (the script's defaults).
+        if isinstance(value, dict) and not isinstance(value.get("args", []), (list, dict)):
+            raise ApiError(422, f"alwayson_scripts[{name!r}].args must be a list (or an object of named args)")
+
+
+def check_request(state: AppState, body: StableDiffusionTxt2ImgProcessingAPI, mode: str) -> dict[str, Any]:
+    """Everything that can be refused before queueing, with a 4xx naming the field; returns the checked
+    ``override_settings`` (coerced values; unchanged, restricted and folder keys dropped)."""
+    problems = limit_problems(body)
+    if problems:
+        raise ApiError(422, "; ".join(msg for _, msg in problems),
+                       errors=f"{problems[0][0]}: {problems[0][1]}")
+    check_scripts(body, mode)
+    return changed_options(state, dict(body.override_settings or {}), for_request=True)
+
+
+def keep_overrides(state: AppState, overrides: dict[str, Any]) -> None:
+    """``override_settings_restore_afterwards: false`` (A1111 process_images): the overridden options stay set
+    after the job -- in memory, saved with the next save, as in A1111. Runs on the worker, before the next job."""
+    for key, value in overrides.items():
+        if key == "sd_model_checkpoint":
+            info = state.registry.resolve(value)
+            if info is None:
+                continue  # an unknown checkpoint was dropped for the job, and is not kept either
+            current = state.engine.current_model()
+            value = current.info.title if current is not None and current.info.filename == info.filename else info.title
+        state.settings.set(key, value)
+
+
+async def txt2img(body: StableDiffusionTxt2ImgProcessingAPI, request: Request, response: Response) -> TextToImageResponse:
     state: AppState = request.app.state.webui
     task_id = body.force_task_id or new_task_id("txt2img")
-    req = to_request(body, mode="txt2img", task_id=task_id)
-    future = state.queue.submit("txt2img", lambda progress: state.engine.generate(req, progress), task_id)
-    result = await asyncio.wrap_future(future)
+    overrides = check_request(state, body, "txt2img")
+    req = to_request(body, mode="txt2img", task_id=task_id, override_settings=overrides)
+    sticky = overrides if not body.override_settings_restore_afterwards else {}
+
+    def job(progress):
+        result = state.engine.generate(req, progress)
+        keep_overrides(state, sticky)
+        return result
+
+    future = state.queue.submit("txt2img", job, task_id, job="scripts_txt2img")
+    try:
+        result = await asyncio.wrap_future(future)
+    except TaskCancelled as e:
+        e.headers = {TASK_ID_HEADER: task_id}
+        raise
+    response.headers[TASK_ID_HEADER] = task_id
     images = []
     if body.send_images:
         fmt = state.settings.get("samples_format")

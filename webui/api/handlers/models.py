@@ -1,10 +1,12 @@
-"""Model and option listings: GET /sdapi/v1/sd-models, GET /sdapi/v1/options, samplers and schedulers."""
+"""Model routes: GET sd-models, samplers, schedulers; POST refresh-checkpoints, unload-checkpoint, reload-checkpoint."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
 
-from webui.api.models import SDModelItem
+from webui.api.models import EmptyResponse, SamplerItem, SchedulerItem, SDModelItem
 from webui.state import AppState
 
 
@@ -20,50 +22,42 @@ def sd_models(request: Request) -> list[SDModelItem]:
     ]
 
 
-def get_options(request: Request) -> dict:
-    return _state(request).settings.all()
-
-
-def samplers(request: Request) -> list[dict]:
+def samplers() -> list[SamplerItem]:
     from webui.core.samplers import samplers_api_list
 
-    return samplers_api_list()
+    return [SamplerItem(**s) for s in samplers_api_list()]
 
 
-def schedulers(request: Request) -> list[dict]:
+def schedulers() -> list[SchedulerItem]:
     from pipelines.schedules import SCHEDULERS
 
     return [
-        {"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": float(s.default_rho),
-         "need_inner_model": s.need_inner_model}
+        SchedulerItem(name=s.name, label=s.label, aliases=list(s.aliases) or None, default_rho=float(s.default_rho),
+                      need_inner_model=s.need_inner_model)
         for s in SCHEDULERS
     ]
 
 
-async def set_options(body: dict, request: Request) -> None:
-    """POST /sdapi/v1/options (A1111 §10.2): an unknown checkpoint fails before anything changes; keys are set in
-    body order; API-restricted and display-only keys are ignored; the checkpoint loads on the worker (waiting for a
-    running job) and is stored as its title; the store is saved atomically."""
-    import asyncio
-
-    from webui.core.registry import CheckpointNotFound
-    from webui.core.settings import OPTIONS_BY_KEY, UnknownOption
-
+async def refresh_checkpoints(request: Request) -> None:
+    """POST /sdapi/v1/refresh-checkpoints: rescan the checkpoint folders on the worker (A1111 takes the queue lock)."""
     state = _state(request)
-    ckpt = body.get("sd_model_checkpoint")
-    if ckpt is not None:
-        info = state.registry.resolve(ckpt)
-        if info is None:
-            raise CheckpointNotFound(ckpt, [c.title for c in state.registry.list()])
-        comp = await asyncio.wrap_future(state.queue.submit("load-model", lambda p: state.engine.load(info)))
-        body = {**body, "sd_model_checkpoint": comp.info.title}
-    unknown = [k for k in body if k not in OPTIONS_BY_KEY]
-    if unknown:
-        raise UnknownOption(unknown[0])
-    for key, value in body.items():
-        opt = OPTIONS_BY_KEY[key]
-        if opt.api_restricted or opt.display_only:
-            continue
-        state.settings.set(key, value)
-    state.settings.save()
-    return None
+    await asyncio.wrap_future(state.queue.submit("refresh-checkpoints", lambda p: state.registry.refresh()))
+
+
+async def unload_checkpoint(request: Request) -> EmptyResponse:
+    """POST /sdapi/v1/unload-checkpoint: free the loaded checkpoints (A1111 moves the model to RAM; we drop it and
+    reload-checkpoint reads it again). Runs on the worker, after the running job. Any body (oobabooga sends "")."""
+    state = _state(request)
+    await asyncio.wrap_future(state.queue.submit("unload-checkpoint", lambda p: state.engine.unload()))
+    return EmptyResponse()
+
+
+async def reload_checkpoint(request: Request) -> EmptyResponse:
+    """POST /sdapi/v1/reload-checkpoint: load the selected checkpoint (sd_model_checkpoint) if it is not loaded."""
+    state = _state(request)
+
+    def job(progress):
+        state.engine.load(state.engine.resolve_checkpoint(None))
+
+    await asyncio.wrap_future(state.queue.submit("reload-checkpoint", job))
+    return EmptyResponse()

@@ -33,7 +33,6 @@ def loras(request: Request) -> list[LoraItem]:
 
 async def refresh_loras(request: Request) -> None:
     await asyncio.to_thread(_state(request).loras.refresh)
-    return None
 
 
 def embeddings(request: Request) -> EmbeddingsResponse:
@@ -52,7 +51,6 @@ async def refresh_embeddings(request: Request) -> None:
         state.embeddings.load(comp, force=True)
 
     await asyncio.wrap_future(state.queue.submit("refresh-embeddings", job))
-    return None
 
 
 def hypernetworks(request: Request) -> list[HypernetworkItem]:
@@ -65,7 +63,6 @@ def sd_vae(request: Request) -> list[SDVaeItem]:
 
 async def refresh_vae(request: Request) -> None:
     await asyncio.to_thread(_state(request).vae_registry.refresh)
-    return None
 
 
 def prompt_styles(request: Request) -> list[PromptStyleItem]:

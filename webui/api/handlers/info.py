@@ -1,0 +1,200 @@
+"""Server information routes: memory, cmd-flags, scripts, script-info, extensions, latent-upscale-modes, png-info."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from webui.api.handlers.generation import ALWAYSON_SCRIPTS, SELECTABLE_SCRIPTS
+from webui.api.image_input import decode_image_input
+from webui.api.models import (
+    ExtensionItem,
+    LatentUpscalerModeItem,
+    MemoryResponse,
+    PNGInfoRequest,
+    PNGInfoResponse,
+    ScriptInfo,
+    ScriptsList,
+)
+from webui.state import AppState
+
+# A1111 shared.latent_upscale_modes (the hires-fix "Latent ..." upscalers), in its order.
+LATENT_UPSCALE_MODES = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+
+
+def _state(request: Request) -> AppState:
+    return request.app.state.webui
+
+
+# -- memory ----------------------------------------------------------------------------------------------------------
+
+
+def _ram() -> dict:
+    """A1111 get_memory's ``ram``: from the process RSS and its share of system memory (psutil), else /proc."""
+    try:
+        import psutil
+
+        process = psutil.Process(os.getpid())
+        rss = process.memory_info().rss
+        total = 100 * rss / process.memory_percent()
+        return {"free": total - rss, "used": rss, "total": total}
+    except Exception as psutil_error:
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.strip()}
+            with open("/proc/self/status", encoding="ascii") as f:
+                rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            total = float(meminfo["MemTotal"])
+            return {"free": total - rss, "used": rss, "total": total}
+        except Exception:
+            return {"error": f"{psutil_error}"}
+
+
+def _cuda() -> dict:
+    """A1111 get_memory's ``cuda``: device totals and the allocator's statistics, or ``{"error": "unavailable"}``."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return {"error": "unavailable"}
+        free, total = torch.cuda.mem_get_info()
+        s = dict(torch.cuda.memory_stats())
+        return {
+            "system": {"free": free, "used": total - free, "total": total},
+            "active": {"current": s.get("active_bytes.all.current", 0), "peak": s.get("active_bytes.all.peak", 0)},
+            "allocated": {"current": s.get("allocated_bytes.all.current", 0),
+                          "peak": s.get("allocated_bytes.all.peak", 0)},
+            "reserved": {"current": s.get("reserved_bytes.all.current", 0),
+                         "peak": s.get("reserved_bytes.all.peak", 0)},
+            "inactive": {"current": s.get("inactive_split_bytes.all.current", 0),
+                         "peak": s.get("inactive_split_bytes.all.peak", 0)},
+            "events": {"retries": s.get("num_alloc_retries", 0), "oom": s.get("num_ooms", 0)},
+        }
+    except Exception as e:
+        return {"error": f"{e}"}
+
+
+def memory() -> MemoryResponse:
+    """GET /sdapi/v1/memory."""
+    return MemoryResponse(ram=_ram(), cuda=_cuda())
+
+
+# -- flags, scripts, extensions --------------------------------------------------------------------------------------
+
+
+def cmd_flags(request: Request):
+    """GET /sdapi/v1/cmd-flags: every flag under its argparse dest (Config.cmd_flags), values as parsed."""
+    return JSONResponse(_state(request).config.cmd_flags())
+
+
+def scripts() -> ScriptsList:
+    """GET /sdapi/v1/scripts: lower-cased titles of the selectable and always-on scripts per tab."""
+    return ScriptsList(
+        txt2img=[t.lower() for t in (*SELECTABLE_SCRIPTS["txt2img"], *ALWAYSON_SCRIPTS["txt2img"])],
+        img2img=[t.lower() for t in (*SELECTABLE_SCRIPTS["img2img"], *ALWAYSON_SCRIPTS["img2img"])],
+    )
+
+
+def script_info() -> list[ScriptInfo]:
+    """GET /sdapi/v1/script-info: each script's name, kind and UI arguments, txt2img scripts then img2img ones."""
+    return [
+        ScriptInfo(name=title.lower(), is_alwayson=title in ALWAYSON_SCRIPTS[tab], is_img2img=tab == "img2img", args=[])
+        for tab in ("txt2img", "img2img")
+        for title in (*SELECTABLE_SCRIPTS[tab], *ALWAYSON_SCRIPTS[tab])
+    ]
+
+
+def _git(path: str, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, timeout=10, check=True,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def read_extension(path: str, enabled: bool) -> ExtensionItem | None:
+    """A1111 Extension.read_info_from_repo: a git checkout with an ``origin`` remote on a branch, else None (A1111
+    leaves such extensions -- no repository, no remote, detached HEAD -- out of /extensions)."""
+    if not os.path.exists(os.path.join(path, ".git")):
+        return None
+    remote = _git(path, "config", "--get", "remote.origin.url")
+    commit = _git(path, "rev-parse", "HEAD")
+    branch = _git(path, "symbolic-ref", "--short", "-q", "HEAD")
+    date = _git(path, "log", "-1", "--format=%ct")
+    if not remote or not commit or not branch or not date:
+        return None
+    return ExtensionItem(name=os.path.basename(path), remote=remote, branch=branch, commit_hash=commit,
+                         version=commit[:8], commit_date=date, enabled=enabled)
+
+
+def extensions(request: Request) -> list[ExtensionItem]:
+    """GET /sdapi/v1/extensions: the git-checkout extensions in the extensions folder, by name."""
+    config = _state(request).config
+    folder = config.extensions_dir
+    if not os.path.isdir(folder) or shutil.which("git") is None:
+        return []
+    enabled = not (config.disable_all_extensions or config.disable_extra_extensions)
+    items = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not name.startswith("."):
+            item = read_extension(path, enabled)
+            if item is not None:
+                items.append(item)
+    return items
+
+
+def latent_upscale_modes() -> list[LatentUpscalerModeItem]:
+    """GET /sdapi/v1/latent-upscale-modes."""
+    return [LatentUpscalerModeItem(name=name) for name in LATENT_UPSCALE_MODES]
+
+
+# -- png-info --------------------------------------------------------------------------------------------------------
+
+
+def _jsonable(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def png_info(body: PNGInfoRequest, request: Request) -> PNGInfoResponse:
+    """POST /sdapi/v1/png-info (A1111 pnginfoapi): the infotext, the image's other info items, the parsed fields."""
+    from webui.core.images import read_info_from_image
+    from webui.core.infotext import parse_generation_parameters
+    from webui.core.samplers import SAMPLERS
+
+    settings = _state(request).settings
+    image = decode_image_input(body.image.strip(), "image", settings.get)
+    samplers_map = {}
+    for sampler in SAMPLERS:
+        samplers_map[sampler.name.lower()] = sampler.name
+        for alias in sampler.aliases:
+            samplers_map[alias.lower()] = sampler.name
+    geninfo, items = read_info_from_image(image, samplers_map)
+    geninfo = geninfo or ""
+    params = parse_generation_parameters(
+        geninfo,
+        skip_fields=settings.get("infotext_skip_pasting") or (),
+        infotext_styles=settings.get("infotext_styles"),
+        use_old_hires_fix_width_height=bool(settings.get("use_old_hires_fix_width_height")),
+    )
+    return PNGInfoResponse(info=geninfo, items=_jsonable(items), parameters=_jsonable(params))

@@ -1,0 +1,447 @@
+"""The Extras tab and /sdapi/v1/extra-*: upscale (two upscalers blended), GFPGAN, CodeFormer; one image, a batch of
+images, or a folder; infotext and saving as A1111 v1.10.1 does them.
+
+Reproduces ``modules/postprocessing.py`` (``run_postprocessing``, ``run_extras``),
+``scripts/postprocessing_upscale.py`` (``ScriptPostprocessingUpscale``), ``scripts/postprocessing_gfpgan.py`` and
+``scripts/postprocessing_codeformer.py``. The upscalers are :mod:`webui.core.upscalers`, the face restorers
+:mod:`webui.core.face_restore`. Plain functions on plain values; the API handler and the UI tab call
+:func:`run_extras`.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from PIL import Image
+
+from webui.core.face_restore import FaceRestorers
+from webui.core.images import (
+    OUTPUT_FORMATS,
+    InvalidImageFormat,
+    fix_image,
+    next_sequence_number,
+    read_info_from_image,
+    save_image_atomic,
+)
+from webui.core.infotext import quote
+from webui.core.upscalers import UpscalerRegistry, _option
+
+#: A1111's postprocessing scripts and their ``order`` (the order they run in unless option
+#: postprocessing_operation_order says otherwise).
+POSTPROCESSING_ORDER = (("Upscale", 1000), ("GFPGAN", 2000), ("CodeFormer", 3000))
+
+#: Image file types read from a batch folder (A1111 shared.listfiles takes every file and skips what PIL cannot read).
+EXTRAS_SINGLE, EXTRAS_BATCH, EXTRAS_DIRECTORY = 0, 1, 2
+
+
+class ExtrasInputError(ValueError):
+    """A bad extras request that A1111 answers with an AssertionError (no image, no input folder, ...)."""
+
+
+@dataclass(frozen=True)
+class ExtrasOptions:
+    """The Extras tab's values under A1111's API names (models.ExtrasBaseRequest), A1111's defaults.
+
+    ``resize_mode`` 0 is "Scale by" (``upscaling_resize``, with ``max_side_length`` when not 0), 1 "Scale to"
+    (``upscaling_resize_w`` x ``upscaling_resize_h``, centre-cropped when ``upscaling_crop``). ``upscale_first`` is
+    accepted and ignored, as in A1111 (the order is Upscale, GFPGAN, CodeFormer).
+    """
+
+    resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
+    upscaling_resize: float = 2
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str | None = "None"
+    upscaler_2: str | None = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    upscale_first: bool = False
+    max_side_length: int = 0
+
+
+@dataclass(frozen=True)
+class ExtrasImage:
+    """One processed image: the image (its ``info`` carries the PNG chunks it will be encoded with), its
+    postprocessing infotext, the name it came with, and where it was saved (None when not saved)."""
+
+    image: Image.Image
+    infotext: str
+    name: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class ExtrasResult:
+    """What run_postprocessing returns: the images to show, all processed images, and ``html_info`` (the last
+    image's infotext as A1111's plaintext_to_html writes it)."""
+
+    images: list[Image.Image]
+    processed: list[ExtrasImage] = field(default_factory=list)
+    infotext: str = ""
+
+    @property
+    def html_info(self) -> str:
+        return plaintext_to_html(self.infotext)
+
+    @property
+    def saved(self) -> list[str]:
+        return [p.path for p in self.processed if p.path]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# infotext
+
+
+def postprocessing_infotext(info: dict[str, Any]) -> str:
+    """A1111 run_postprocessing: ``k: v`` pairs joined with ", " (a value equal to its key is written alone; values
+    with ',', ':' or a newline are JSON-quoted; None is left out)."""
+    return ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in info.items() if v is not None)
+
+
+def plaintext_to_html(text: str, classname: str | None = None) -> str:
+    """A1111 ui_common.plaintext_to_html: HTML-escaped lines joined with ``<br>`` and a newline, in ``<p>``."""
+    content = "<br>\n".join(html.escape(x) for x in text.split("\n"))
+    return f"<p class='{classname}'>{content}</p>" if classname else f"<p>{content}</p>"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the operations (scripts_postprocessing.ScriptPostprocessing.process of each script)
+
+
+def limit_size_by_one_dimention(w: float, h: float, limit: int) -> tuple[int, int]:
+    """A1111 postprocessing_upscale.limit_size_by_one_dimention (sic): shrink (w, h) so its long side is ``limit``."""
+    if h > w and h > limit:
+        w = limit * w // h
+        h = limit
+    elif w > limit:
+        h = limit * h // w
+        w = limit
+    return int(w), int(h)
+
+
+def _upscale_once(image: Image.Image, info: dict, name: str, opts: ExtrasOptions, upscalers: UpscalerRegistry,
+                  settings: Any, should_stop: Callable[[], bool] | None) -> Image.Image:
+    """ScriptPostprocessingUpscale.upscale: the factor (and its infotext keys), the upscaler, the crop."""
+    mode = opts.resize_mode
+    upscale_by = opts.upscaling_resize
+    to_w, to_h, crop = opts.upscaling_resize_w, opts.upscaling_resize_h, opts.upscaling_crop
+    if mode == 1:
+        upscale_by = max(to_w / image.width, to_h / image.height)
+        info["Postprocess upscale to"] = f"{to_w}x{to_h}"
+    else:
+        info["Postprocess upscale by"] = upscale_by
+        if opts.max_side_length != 0 and max(*image.size) * upscale_by > opts.max_side_length:
+            mode = 1
+            crop = False
+            to_w, to_h = limit_size_by_one_dimention(image.width * upscale_by, image.height * upscale_by,
+                                                     opts.max_side_length)
+            upscale_by = max(to_w / image.width, to_h / image.height)
+            info["Max side length"] = opts.max_side_length
+    image = upscalers.upscale(image, name, scale=upscale_by, settings=settings, should_stop=should_stop)
+    if mode == 1 and crop:
+        cropped = Image.new("RGB", (to_w, to_h))
+        cropped.paste(image, box=(to_w // 2 - image.width // 2, to_h // 2 - image.height // 2))
+        image = cropped
+        info["Postprocess crop to"] = f"{image.width}x{image.height}"
+    return image
+
+
+def apply_upscale(image: Image.Image, info: dict, opts: ExtrasOptions, upscalers: UpscalerRegistry, settings: Any,
+                  should_stop: Callable[[], bool] | None = None) -> Image.Image:
+    """ScriptPostprocessingUpscale.process: upscaler 1 (nothing when "None"), then upscaler 2 from the same input,
+    blended in with ``extras_upscaler_2_visibility``. Unknown names raise UpscalerNotFound (A1111: AssertionError
+    "could not find upscaler named X")."""
+    name_1 = None if opts.upscaler_1 in (None, "None") else opts.upscaler_1
+    upscaler_1 = upscalers.find(name_1, settings) if name_1 is not None else None
+    if upscaler_1 is None:
+        return image
+    name_2 = None if opts.upscaler_2 in (None, "None") else opts.upscaler_2
+    upscaler_2 = upscalers.find(name_2, settings) if name_2 is not None else None
+
+    upscaled = _upscale_once(image, info, upscaler_1.name, opts, upscalers, settings, should_stop)
+    info["Postprocess upscaler"] = upscaler_1.name
+    if upscaler_2 is not None and opts.extras_upscaler_2_visibility > 0:
+        second = _upscale_once(image, info, upscaler_2.name, opts, upscalers, settings, should_stop)
+        if upscaled.mode != second.mode:
+            second = second.convert(upscaled.mode)
+        upscaled = Image.blend(upscaled, second, opts.extras_upscaler_2_visibility)
+        info["Postprocess upscaler 2"] = upscaler_2.name
+    return upscaled
+
+
+def apply_gfpgan(image: Image.Image, info: dict, opts: ExtrasOptions, restorers: FaceRestorers,
+                 settings: Any) -> Image.Image:
+    """ScriptPostprocessingGfpGan.process: restore, blend with ``gfpgan_visibility`` when below 1."""
+    if opts.gfpgan_visibility == 0:
+        return image
+    source = image.convert("RGB")
+    res = restorers.restore(source, "GFPGAN", settings=settings)
+    if opts.gfpgan_visibility < 1.0:
+        res = Image.blend(source, res, opts.gfpgan_visibility)
+    info["GFPGAN visibility"] = round(opts.gfpgan_visibility, 3)
+    return res
+
+
+def apply_codeformer(image: Image.Image, info: dict, opts: ExtrasOptions, restorers: FaceRestorers,
+                     settings: Any) -> Image.Image:
+    """ScriptPostprocessingCodeFormer.process: restore with weight ``codeformer_weight``, blend with
+    ``codeformer_visibility`` when below 1."""
+    if opts.codeformer_visibility == 0:
+        return image
+    source = image.convert("RGB")
+    res = restorers.restore(source, "CodeFormer", weight=opts.codeformer_weight, settings=settings)
+    if opts.codeformer_visibility < 1.0:
+        res = Image.blend(source, res, opts.codeformer_visibility)
+    info["CodeFormer visibility"] = round(opts.codeformer_visibility, 3)
+    info["CodeFormer weight"] = round(opts.codeformer_weight, 3)
+    return res
+
+
+def operation_order(settings: Any = None) -> list[str]:
+    """ScriptPostprocessingRunner.scripts_in_preferred_order: names listed in option postprocessing_operation_order
+    first, in that order, the rest by their ``order``; option postprocessing_disable_in_extras removes some."""
+    preferred = list(_option(settings, "postprocessing_operation_order", []) or [])
+    disabled = set(_option(settings, "postprocessing_disable_in_extras", []) or [])
+    scripts = [(name, order, i) for i, (name, order) in enumerate(POSTPROCESSING_ORDER) if name not in disabled]
+
+    def score(name: str) -> int:
+        return preferred.index(name) if name in preferred else len(POSTPROCESSING_ORDER)
+
+    return [name for name, order, i in sorted(scripts, key=lambda s: (score(s[0]), s[1], s[0], s[2]))]
+
+
+def postprocess_image(
+    image: Image.Image,
+    opts: ExtrasOptions,
+    *,
+    upscalers: UpscalerRegistry,
+    restorers: FaceRestorers,
+    settings: Any = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[Image.Image, dict[str, Any]]:
+    """scripts_postproc.run on one image: each operation in order; returns the image and its info dict (A1111's
+    ``pp.info``, in the order the keys were set)."""
+    info: dict[str, Any] = {}
+    for name in operation_order(settings):
+        if should_stop is not None and should_stop():
+            break
+        if name == "Upscale":
+            image = apply_upscale(image, info, opts, upscalers, settings, should_stop)
+        elif name == "GFPGAN":
+            image = apply_gfpgan(image, info, opts, restorers, settings)
+        elif name == "CodeFormer":
+            image = apply_codeformer(image, info, opts, restorers, settings)
+    return image, info
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# saving
+
+
+def extras_outdir(settings: Any, data_dir: str) -> str:
+    """A1111: ``opts.outdir_samples or opts.outdir_extras_samples``, relative paths under the data folder."""
+    outdir = _option(settings, "outdir_samples", "") or _option(settings, "outdir_extras_samples",
+                                                                "outputs/extras-images")
+    return outdir if os.path.isabs(outdir) else os.path.join(data_dir, outdir)
+
+
+def save_extras_image(image: Image.Image, outdir: str, infotext: str, existing_info: dict[str, Any], *,
+                      settings: Any = None, basename: str = "", forced_filename: str | None = None,
+                      suffix: str = "") -> str:
+    """A1111 images.save_image as run_postprocessing calls it (short_filename, no_prompt, pnginfo section "extras"):
+    no sub-folder; ``NNNNN.png`` (``basename-NNNN`` with a basename) unless ``forced_filename`` (the original name,
+    option use_original_name_batch). PNG: the input's chunks plus ``postprocessing`` and ``extras`` (both the
+    infotext); JPEG/WebP: the infotext in the EXIF UserComment. Option save_txt writes NAME.txt beside it."""
+    fmt = str(_option(settings, "samples_format", "png")).lower()
+    if fmt not in OUTPUT_FORMATS:
+        raise InvalidImageFormat(fmt)
+    if (image.height > 65535 or image.width > 65535) and fmt in ("jpg", "jpeg") or (
+            image.height > 16383 or image.width > 16383) and fmt == "webp":
+        fmt = "png"
+    os.makedirs(outdir, exist_ok=True)
+    if forced_filename is None:
+        decoration = suffix
+        add_number = bool(_option(settings, "save_images_add_number", True)) or decoration == ""
+        if decoration != "" and add_number:
+            decoration = f"-{decoration}"
+        if add_number:
+            count = next_sequence_number(outdir, basename)
+            fullfn = ""
+            for i in range(500):
+                fn = f"{count + i:05}" if basename == "" else f"{basename}-{count + i:04}"
+                fullfn = os.path.join(outdir, f"{fn}{decoration}.{fmt}")
+                if not os.path.exists(fullfn):
+                    break
+        else:
+            fullfn = os.path.join(outdir, f"{decoration}.{fmt}")
+    else:
+        fullfn = os.path.join(outdir, f"{forced_filename}.{fmt}")
+
+    enable_pnginfo = bool(_option(settings, "enable_pnginfo", True))
+    to_save = image.copy()
+    if fmt == "png":
+        chunks = {k: v for k, v in (existing_info or {}).items() if isinstance(k, str)}
+        chunks["extras"] = infotext
+        to_save.info = {k: str(v) for k, v in chunks.items()} if enable_pnginfo else {}
+        text = None
+    else:
+        to_save.info = {}
+        text = infotext
+    save_image_atomic(to_save, fullfn, fmt, text, jpeg_quality=int(_option(settings, "jpeg_quality", 80)),
+                      webp_lossless=bool(_option(settings, "webp_lossless", False)))
+    if _option(settings, "save_txt", False) and infotext is not None:
+        with open(os.path.splitext(fullfn)[0] + ".txt", "w", encoding="utf8") as f:
+            f.write(f"{infotext}\n")
+    return fullfn
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# running
+
+
+Source = tuple[Any, "str | None"]  # (PIL image or file path, name or None)
+
+
+def list_image_files(input_dir: str) -> list[str]:
+    """A1111 shared.listfiles: the folder's files (not sub-folders), sorted; unreadable ones are skipped later."""
+    return [os.path.join(input_dir, f) for f in sorted(os.listdir(input_dir), key=str.lower)
+            if os.path.isfile(os.path.join(input_dir, f))]
+
+
+def run_postprocessing(
+    sources: Iterable[Source],
+    opts: ExtrasOptions,
+    *,
+    upscalers: UpscalerRegistry,
+    restorers: FaceRestorers,
+    settings: Any = None,
+    outdir: str | None = None,
+    save_output: bool = True,
+    show_results: bool = True,
+    progress: Any = None,
+) -> ExtrasResult:
+    """A1111 postprocessing.run_postprocessing over ``sources`` ((image or path, name) pairs).
+
+    For each: read (a path that is not an image is skipped), converted to RGB unless RGB/RGBA, its PNG info kept;
+    the operations run; the infotext is built; with option enable_pnginfo the image's ``info`` becomes the input's
+    chunks plus ``postprocessing``; saved to ``outdir`` when ``save_output`` (the original name, when given and
+    option use_original_name_batch, else the next number); returned when ``show_results``. ``progress`` (the queue's
+    ProgressTracker) gets job_count, textinfo and the current image, and its interrupt stops the run.
+    """
+    items = list(sources)
+    should_stop = (lambda: progress.interrupted) if progress is not None else None
+    if progress is not None:
+        progress.job = "extras"
+        progress.job_count = len(items)
+    outputs: list[Image.Image] = []
+    processed: list[ExtrasImage] = []
+    infotext = ""
+    for index, (placeholder, name) in enumerate(items):
+        if progress is not None:
+            progress.job_no = index  # A1111 state.nextjob()
+            progress.job = "extras"
+            progress.textinfo = name
+            progress.skipped = False
+            if progress.interrupted:
+                break
+        if isinstance(placeholder, str):
+            try:
+                with open(placeholder, "rb") as f:
+                    from webui.core.images import read_image
+
+                    image_data = read_image(f.read())
+            except Exception:
+                continue
+        else:
+            image_data = placeholder
+        image_data = image_data if image_data.mode in ("RGBA", "RGB") else image_data.convert("RGB")
+
+        parameters, existing_pnginfo = read_info_from_image(image_data)
+        if parameters:
+            existing_pnginfo["parameters"] = parameters
+
+        result, info = postprocess_image(image_data, opts, upscalers=upscalers, restorers=restorers,
+                                         settings=settings, should_stop=should_stop)
+        if progress is not None and progress.skipped:
+            continue
+        if result is image_data:
+            result = image_data.copy()  # the caller's image is never changed
+
+        infotext = postprocessing_infotext(info)
+        chunks = {k: v for k, v in existing_pnginfo.items() if isinstance(k, str) and isinstance(v, str)}
+        if _option(settings, "enable_pnginfo", True):
+            chunks["postprocessing"] = infotext
+            result.info = dict(chunks)
+        else:
+            result.info = {}
+        if progress is not None:
+            progress.current_image = result
+
+        path = None
+        if save_output:
+            if outdir is None:
+                raise ValueError("run_postprocessing: outdir is required when save_output is true")
+            if _option(settings, "use_original_name_batch", True) and name:
+                basename = os.path.splitext(os.path.basename(name))[0]
+                forced = basename
+            else:
+                basename, forced = "", None
+            path = save_extras_image(result, outdir, infotext, chunks, settings=settings, basename=basename,
+                                     forced_filename=forced)
+        processed.append(ExtrasImage(result, infotext, name, path))
+        if show_results:
+            outputs.append(result)
+    return ExtrasResult(outputs, processed, infotext)
+
+
+def run_extras(
+    extras_mode: int,
+    opts: ExtrasOptions,
+    *,
+    upscalers: UpscalerRegistry,
+    restorers: FaceRestorers,
+    settings: Any = None,
+    data_dir: str = ".",
+    image: Image.Image | None = None,
+    image_folder: Sequence[tuple[Image.Image, str | None]] = (),
+    input_dir: str = "",
+    output_dir: str = "",
+    save_output: bool = True,
+    hide_ui_dir_config: bool = False,
+    progress: Any = None,
+) -> ExtrasResult:
+    """A1111 postprocessing.run_extras / run_postprocessing's input modes.
+
+    ``extras_mode`` 0: ``image``; 1: ``image_folder`` ((image, original file name or None) pairs: uploads); 2: every
+    file of ``input_dir`` (refused with --hide-ui-dir-config), written to ``output_dir`` when given, shown only with
+    ``opts.show_extras_results``. Output goes to ``output_dir`` (mode 2) or option outdir_samples /
+    outdir_extras_samples under ``data_dir``. Raises ExtrasInputError when the input is missing.
+    """
+    if extras_mode == EXTRAS_BATCH:
+        sources: list[Source] = [(fix_image(img), name or None) for img, name in image_folder]
+    elif extras_mode == EXTRAS_DIRECTORY:
+        if hide_ui_dir_config:
+            raise ExtrasInputError("--hide-ui-dir-config option must be disabled")
+        if not input_dir:
+            raise ExtrasInputError("input directory not selected")
+        if not os.path.isdir(input_dir):
+            raise ExtrasInputError(f"input directory {input_dir!r} does not exist")
+        sources = [(path, path) for path in list_image_files(input_dir)]
+    else:
+        if image is None:
+            raise ExtrasInputError("image not selected")
+        sources = [(image, None)]
+    if extras_mode == EXTRAS_DIRECTORY and output_dir != "":
+        outpath = output_dir
+    else:
+        outpath = extras_outdir(settings, data_dir)
+    show = extras_mode != EXTRAS_DIRECTORY or opts.show_extras_results
+    return run_postprocessing(sources, opts, upscalers=upscalers, restorers=restorers, settings=settings,
+                              outdir=outpath, save_output=save_output, show_results=show, progress=progress)
