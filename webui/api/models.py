@@ -118,6 +118,80 @@ class StableDiffusionTxt2ImgProcessingAPI(A1111Model):
     save_images: bool | None = False
     alwayson_scripts: dict[str, Any] | None = Field(default_factory=dict)
     infotext: str | None = None
+    # Beyond A1111 (SD.Next/Forge clients and seed document 002 send it): clip skip for this request; an
+    # override_settings CLIP_stop_at_last_layers wins. Left out of the ``parameters`` echo, which stays A1111's.
+    clip_skip: Int | None = Field(None, exclude=True, description="clip skip for this request (beyond A1111)")
+
+
+class StableDiffusionImg2ImgProcessingAPI(A1111Model):
+    """POST /sdapi/v1/img2img body (spec §6.2): the common fields, then img2img's, in A1111's model order."""
+
+    prompt: str | None = ""
+    negative_prompt: str | None = ""
+    styles: list[str] | None = None
+    seed: Int | None = Field(-1, description="-1 draws a random seed; a signed 64-bit integer")
+    subseed: Int | None = Field(-1, description="-1 draws a random variation seed; a signed 64-bit integer")
+    subseed_strength: Float | None = 0
+    seed_resize_from_h: Int | None = -1
+    seed_resize_from_w: Int | None = -1
+    sampler_name: str | None = Field(None, description="a name from /sdapi/v1/samplers")
+    scheduler: str | None = Field(None, description="a name or label from /sdapi/v1/schedulers")
+    batch_size: Int | None = 1
+    n_iter: Int | None = 1
+    steps: Int | None = Field(50, description=f"1 to {MAX_STEPS}")
+    cfg_scale: Float | None = 7.0
+    width: Int | None = Field(512, description=f"8 to {MAX_SIDE} pixels")
+    height: Int | None = Field(512, description=f"8 to {MAX_SIDE} pixels")
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool | None = False
+    do_not_save_grid: bool | None = False
+    eta: Float | None = None
+    denoising_strength: Float | None = Field(0.75, description="0 keeps the init image, 1 ignores it")
+    s_min_uncond: Float | None = None
+    s_churn: Float | None = None
+    s_tmax: Float | None = None
+    s_tmin: Float | None = None
+    s_noise: Float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool | None = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: Float | None = None
+    disable_extra_networks: bool | None = False
+    firstpass_image: str | None = None
+    comments: dict[str, Any] | None = None
+    init_images: list[str] | None = Field(None, description="base64 images (required); one is repeated for the batch")
+    resize_mode: Int | None = Field(0, description="0 Just resize, 1 Crop and resize, 2 Resize and fill, "
+                                                   "3 Just resize (latent upscale)")
+    image_cfg_scale: Float | None = None
+    mask: str | None = Field(None, description="base64 inpainting mask; white = repaint")
+    mask_blur_x: Int | None = 4
+    mask_blur_y: Int | None = 4
+    mask_blur: Int | None = None
+    mask_round: bool | None = True
+    inpainting_fill: Int | None = Field(0, description="0 fill, 1 original, 2 latent noise, 3 latent nothing")
+    inpaint_full_res: bool | None = Field(True, description="true: only the masked region (\"Only masked\")")
+    inpaint_full_res_padding: Int | None = 0
+    inpainting_mask_invert: Int | None = 0
+    initial_noise_multiplier: Float | None = None
+    latent_mask: str | None = None
+    force_task_id: str | None = Field(None, description="the task id to use (for /sdapi/v1/progress?id_task= "
+                                                        "and /internal/progress)")
+    sampler_index: str | None = Field("Euler", description="legacy: the sampler used when sampler_name is empty")
+    include_init_images: bool | None = Field(False, description="echo init_images and mask in `parameters`")
+    script_name: str | None = None
+    script_args: list | None = Field(default_factory=list)
+    send_images: bool | None = True
+    save_images: bool | None = False
+    alwayson_scripts: dict[str, Any] | None = Field(default_factory=dict)
+    infotext: str | None = None
+    clip_skip: Int | None = Field(None, exclude=True, description="clip skip for this request (beyond A1111)")
+
+
+class ImageToImageResponse(BaseModel):
+    images: list[str] | None = Field(default=None, title="Image", description="The generated image in base64 format.")
+    parameters: dict
+    info: str
 
 
 class TextToImageResponse(BaseModel):
@@ -268,6 +342,46 @@ class ExtensionItem(BaseModel):
     enabled: bool = Field(title="Enabled", description="Flag specifying whether this extension is enabled")
 
 
+class LoraItem(BaseModel):
+    name: str = Field(title="Name")
+    alias: str = Field(title="Alias")
+    path: str = Field(title="Path")
+    metadata: dict = Field(title="Metadata")
+
+
+class EmbeddingItem(BaseModel):
+    step: int | None = Field(default=None, title="Step", description="The number of steps that were used to train "
+                                                                       "this embedding, if available")
+    sd_checkpoint: str | None = Field(default=None, title="SD Checkpoint",
+                                      description="The hash of the checkpoint this embedding was trained on")
+    sd_checkpoint_name: str | None = Field(default=None, title="SD Checkpoint Name",
+                                           description="The name of the checkpoint this embedding was trained on")
+    shape: int = Field(title="Shape", description="The length of each individual vector in the embedding")
+    vectors: int = Field(title="Vectors", description="The number of vectors in the embedding")
+
+
+class EmbeddingsResponse(BaseModel):
+    loaded: dict[str, EmbeddingItem] = Field(title="Loaded", description="Embeddings loaded for the current model")
+    skipped: dict[str, EmbeddingItem] = Field(title="Skipped", description="Embeddings skipped for the current "
+                                              "model (likely due to architecture incompatibility)")
+
+
+class HypernetworkItem(BaseModel):
+    name: str = Field(title="Name")
+    path: str | None = Field(default=None, title="Path")
+
+
+class SDVaeItem(BaseModel):
+    model_name: str = Field(title="Model Name")
+    filename: str = Field(title="Filename")
+
+
+class PromptStyleItem(BaseModel):
+    name: str = Field(title="Name")
+    prompt: str | None = Field(default=None, title="Prompt")
+    negative_prompt: str | None = Field(default=None, title="Negative Prompt")
+
+
 def options_model() -> type[BaseModel]:
     """A1111's ``Options`` response model: one field per registered option, typed from its default.
 
@@ -304,12 +418,16 @@ def _or(value, default):
     return default if value is None else value
 
 
-def to_request(body: StableDiffusionTxt2ImgProcessingAPI, *, mode: str = "txt2img", task_id: str | None = None,
-               override_settings: dict[str, Any] | None = None) -> GenerationRequest:
-    """The one A1111 txt2img body -> GenerationRequest mapping (sampler resolution per spec §6.3).
+def to_request(body, *, mode: str = "txt2img", task_id: str | None = None,
+               override_settings: dict[str, Any] | None = None, init_images: tuple[bytes, ...] = (),
+               mask: bytes | None = None) -> GenerationRequest:
+    """The one A1111 txt2img/img2img body -> GenerationRequest mapping (sampler resolution per spec §6.3).
 
-    ``override_settings`` is the body's, already checked and coerced by the handler (``webui.api.options``).
+    ``override_settings`` is the body's, already checked and coerced by the handler (``webui.api.options``);
+    ``init_images`` and ``mask`` are the decoded bytes of the img2img body's base64 images.
     """
+    from webui.core.types import HiresOptions, InpaintOptions, RefinerOptions
+
     from webui.core.samplers import resolve_sampler_and_scheduler
 
     res = resolve_sampler_and_scheduler(body.sampler_name, body.scheduler, body.sampler_index or "Euler")
@@ -342,9 +460,61 @@ def to_request(body: StableDiffusionTxt2ImgProcessingAPI, *, mode: str = "txt2im
         denoising_strength=body.denoising_strength,
         override_settings=dict(body.override_settings or {}) if override_settings is None else dict(override_settings),
         save_images=bool(body.save_images),
+        do_not_save_grid=not bool(body.save_images),  # A1111 api.py: p.do_not_save_grid = not save_images
         extension_args=dict(body.alwayson_scripts or {}),
         task_id=task_id,
         sampler_fallback=fallback,
+        clip_skip=body.clip_skip,
+        disable_extra_networks=bool(body.disable_extra_networks),
+        restore_faces=body.restore_faces,
+        tiling=body.tiling,
+        refiner=(RefinerOptions(checkpoint=body.refiner_checkpoint, switch_at=float(_or(body.refiner_switch_at, 0.8)))
+                 if body.refiner_checkpoint not in (None, "", "None", "none") else None),
+        **(_txt2img_fields(body, HiresOptions) if mode == "txt2img" else
+           _img2img_fields(body, InpaintOptions, init_images, mask)),
+    )
+
+
+def _txt2img_fields(body, HiresOptions) -> dict[str, Any]:
+    if not body.enable_hr:
+        return {}
+    return dict(
+        hires=HiresOptions(
+            scale=float(_or(body.hr_scale, 2.0)),
+            upscaler=body.hr_upscaler or "Latent",
+            second_pass_steps=_or(body.hr_second_pass_steps, 0),
+            resize_x=_or(body.hr_resize_x, 0),
+            resize_y=_or(body.hr_resize_y, 0),
+            checkpoint=body.hr_checkpoint_name,
+            sampler_name=body.hr_sampler_name or None,
+            scheduler=body.hr_scheduler or None,
+            prompt=_or(body.hr_prompt, ""),
+            negative_prompt=_or(body.hr_negative_prompt, ""),
+        ),
+        firstphase_width=_or(body.firstphase_width, 0),
+        firstphase_height=_or(body.firstphase_height, 0),
+    )
+
+
+def _img2img_fields(body, InpaintOptions, init_images, mask) -> dict[str, Any]:
+    blur_x, blur_y = _or(body.mask_blur_x, 4), _or(body.mask_blur_y, 4)
+    if body.mask_blur is not None:  # A1111's mask_blur setter: an int sets both
+        blur_x = blur_y = body.mask_blur
+    inpaint = None
+    if mask is not None:
+        inpaint = InpaintOptions(
+            mask=mask, mask_blur_x=blur_x, mask_blur_y=blur_y, mask_round=bool(_or(body.mask_round, True)),
+            inpainting_fill=_or(body.inpainting_fill, 0), inpaint_full_res=bool(_or(body.inpaint_full_res, True)),
+            inpaint_full_res_padding=_or(body.inpaint_full_res_padding, 0),
+            inpainting_mask_invert=_or(body.inpainting_mask_invert, 0),
+        )
+    return dict(
+        init_images=tuple(init_images),
+        resize_mode=_or(body.resize_mode, 0),
+        image_cfg_scale=body.image_cfg_scale,
+        initial_noise_multiplier=body.initial_noise_multiplier,
+        inpaint=inpaint,
+        include_init_images=bool(body.include_init_images),
     )
 
 

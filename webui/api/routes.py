@@ -1,6 +1,6 @@
 """The API route table: path, method, handler, response model. One place. Every route is guarded by --api-auth.
 
-A1111 v1.10.1's ``modules/api/api.py`` routes whose feature exists here; routes of later features (img2img, extras,
+A1111 v1.10.1's ``modules/api/api.py`` routes whose feature exists here; routes of later features (extras,
 interrogate, train, ...) are absent (404) until their code lands. ``/sdapi/v1/version`` is absent on purpose:
 clients tell A1111 from SD.Next by it. The ``/internal/*`` routes exist in UI mode only, as in A1111.
 """
@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 
 from webui.api import models as m
 from webui.api.auth import make_auth_dependency
-from webui.api.handlers import generation, info, models, options, progress
+from webui.api.handlers import generation, info, models, networks, options, progress
 from webui.config import Config
 
 
@@ -42,6 +42,7 @@ class ModelFor:
 
 ROUTES: tuple[Route, ...] = (
     Route("/sdapi/v1/txt2img", "POST", generation.txt2img, m.TextToImageResponse),
+    Route("/sdapi/v1/img2img", "POST", generation.img2img, m.ImageToImageResponse),
     Route("/sdapi/v1/png-info", "POST", info.png_info, m.PNGInfoResponse),
     Route("/sdapi/v1/progress", "GET", progress.progress, m.ProgressResponse | m.TaskProgressResponse),
     Route("/sdapi/v1/interrupt", "POST", progress.interrupt, m.EmptyResponse),
@@ -54,6 +55,14 @@ ROUTES: tuple[Route, ...] = (
     Route("/sdapi/v1/latent-upscale-modes", "GET", info.latent_upscale_modes, list[m.LatentUpscalerModeItem]),
     Route("/sdapi/v1/sd-models", "GET", models.sd_models, list[m.SDModelItem]),
     Route("/sdapi/v1/refresh-checkpoints", "POST", models.refresh_checkpoints, Null),
+    Route("/sdapi/v1/sd-vae", "GET", networks.sd_vae, list[m.SDVaeItem]),
+    Route("/sdapi/v1/refresh-vae", "POST", networks.refresh_vae, Null),
+    Route("/sdapi/v1/loras", "GET", networks.loras, list[m.LoraItem]),
+    Route("/sdapi/v1/refresh-loras", "POST", networks.refresh_loras, Null),
+    Route("/sdapi/v1/embeddings", "GET", networks.embeddings, m.EmbeddingsResponse),
+    Route("/sdapi/v1/refresh-embeddings", "POST", networks.refresh_embeddings, Null),
+    Route("/sdapi/v1/hypernetworks", "GET", networks.hypernetworks, list[m.HypernetworkItem]),
+    Route("/sdapi/v1/prompt-styles", "GET", networks.prompt_styles, list[m.PromptStyleItem]),
     Route("/sdapi/v1/memory", "GET", info.memory, m.MemoryResponse),
     Route("/sdapi/v1/unload-checkpoint", "POST", models.unload_checkpoint, m.EmptyResponse),
     Route("/sdapi/v1/reload-checkpoint", "POST", models.reload_checkpoint, m.EmptyResponse),

@@ -9,7 +9,15 @@ from fastapi import Request, Response
 
 from webui.api.errors import ApiError, info_json
 from webui.api.handlers.options import changed_options
-from webui.api.models import StableDiffusionTxt2ImgProcessingAPI, TextToImageResponse, limit_problems, to_request
+from webui.api.image_input import decode_image_input
+from webui.api.models import (
+    ImageToImageResponse,
+    StableDiffusionImg2ImgProcessingAPI,
+    StableDiffusionTxt2ImgProcessingAPI,
+    TextToImageResponse,
+    limit_problems,
+    to_request,
+)
 from webui.core.images import encode_base64
 from webui.core.queue import TaskCancelled, new_task_id
 from webui.state import AppState
@@ -76,10 +84,48 @@ def keep_overrides(state: AppState, overrides: dict[str, Any]) -> None:
 
 
 async def txt2img(body: StableDiffusionTxt2ImgProcessingAPI, request: Request, response: Response) -> TextToImageResponse:
+    images, parameters, info = await _generate(body, request, response, "txt2img")
+    return TextToImageResponse(images=images, parameters=parameters, info=info)
+
+
+async def img2img(body: StableDiffusionImg2ImgProcessingAPI, request: Request, response: Response) -> ImageToImageResponse:
+    """POST /sdapi/v1/img2img: as txt2img, with init images (and a mask for inpainting) decoded first; A1111 answers
+    a missing init_images with 404 "Init image not found"."""
     state: AppState = request.app.state.webui
-    task_id = body.force_task_id or new_task_id("txt2img")
-    overrides = check_request(state, body, "txt2img")
-    req = to_request(body, mode="txt2img", task_id=task_id, override_settings=overrides)
+    if body.init_images is None:
+        raise ApiError(404, "Init image not found", errors="init_images: img2img needs at least one base64 image")
+    option = state.settings.get
+
+    def decode_all():
+        init = tuple(_png_bytes(decode_image_input(v, f"init_images[{i}]", option))
+                     for i, v in enumerate(body.init_images))
+        mask = _png_bytes(decode_image_input(body.mask, "mask", option)) if body.mask else None
+        return init, mask
+
+    init_images, mask = await asyncio.to_thread(decode_all)
+    images, parameters, info = await _generate(body, request, response, "img2img", init_images=init_images, mask=mask)
+    if not body.include_init_images:
+        # A1111 echoes the request without the (large) images unless include_init_images is set
+        parameters["init_images"] = None
+        parameters["mask"] = None
+    return ImageToImageResponse(images=images, parameters=parameters, info=info)
+
+
+def _png_bytes(image) -> bytes:
+    """Decoded request images travel in the GenerationRequest as PNG bytes (plain data, no PIL objects); level 1
+    keeps the encode cheap."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+async def _generate(body, request: Request, response: Response, mode: str, **images) -> tuple[list, dict, str]:
+    state: AppState = request.app.state.webui
+    task_id = body.force_task_id or new_task_id(mode)
+    overrides = check_request(state, body, mode)
+    req = to_request(body, mode=mode, task_id=task_id, override_settings=overrides, **images)
     sticky = overrides if not body.override_settings_restore_afterwards else {}
 
     def job(progress):
@@ -87,7 +133,7 @@ async def txt2img(body: StableDiffusionTxt2ImgProcessingAPI, request: Request, r
         keep_overrides(state, sticky)
         return result
 
-    future = state.queue.submit("txt2img", job, task_id, job="scripts_txt2img")
+    future = state.queue.submit(mode, job, task_id, job=f"scripts_{mode}")
     try:
         result = await asyncio.wrap_future(future)
     except TaskCancelled as e:
@@ -105,4 +151,4 @@ async def txt2img(body: StableDiffusionTxt2ImgProcessingAPI, request: Request, r
                 for im, text in zip(result.images, result.infotexts)
             ]
         )
-    return TextToImageResponse(images=images, parameters=body.model_dump(), info=info_json(result.info))
+    return images, body.model_dump(), info_json(result.info)
