@@ -82,6 +82,7 @@ class A1111Pipeline:
         extra_noise: float = 0.0,
         image_cond: torch.Tensor | None = None,
         image_uncond: torch.Tensor | None = None,
+        image_cfg_scale: float | None = None,
         mask: torch.Tensor | None = None,
         nmask: torch.Tensor | None = None,
         control: list | None = None,
@@ -95,7 +96,8 @@ class A1111Pipeline:
         inner = self.make_inner(run, control)
         model = CFGDenoiser(inner, conds, cfg_scale, should_stop=should_stop, batch_cond_uncond=batch_cond_uncond,
                             pad_cond_uncond_v0=pad_cond_uncond_v0, empty_context=empty_context,
-                            image_cond=image_cond, image_uncond=image_uncond, mask=mask, nmask=nmask,
+                            image_cond=image_cond, image_uncond=image_uncond, image_cfg_scale=image_cfg_scale,
+                            mask=mask, nmask=nmask,
                             init_latent=init_latent, refiner=refiner, timesteps_mode=run.kind != "k")
 
         # 2. Sampler arguments: A1111 hands k-diffusion its per-image RNG for every randn_like, or a Brownian tree

@@ -192,7 +192,10 @@ class CFGDenoiser:
     # img2img/inpainting: image conditioning per image [B, C, h, w] for 9-/8-channel UNets, and A1111's latent
     # mask blend (denoised = denoised * nmask + init_latent * mask after each step)
     image_cond: torch.Tensor | None = None
-    image_uncond: torch.Tensor | None = None  # instruct-pix2pix: zeros for the uncond rows (else image_cond)
+    image_uncond: torch.Tensor | None = None  # the uncond rows' image conditioning (default: image_cond)
+    # instruct-pix2pix ("edit") models with Image CFG scale != 1: A1111's three-way batch (cond, image-cond,
+    # uncond) and combine_denoised_for_edit_model
+    image_cfg_scale: float | None = None
     mask: torch.Tensor | None = None
     nmask: torch.Tensor | None = None
     init_latent: torch.Tensor | None = None
@@ -227,6 +230,8 @@ class CFGDenoiser:
             fn = self.inner
         conds_list, cond, uncond = self.conds.at(self.step)
         self._conds_list = conds_list
+        if self._is_edit():
+            return self._run_edit(x, sigma, fn, conds_list, cond, uncond)
         repeats = [len(c) for c in conds_list]
         if all(r == 1 for r in repeats):
             x_in, sigma_in = torch.cat([x, x]), torch.cat([sigma, sigma])
@@ -248,6 +253,23 @@ class CFGDenoiser:
             x_out = torch.cat([fn(x_in[:n_cond], sigma_in[:n_cond], cond), fn(x_in[n_cond:], sigma_in[n_cond:], uncond)])
         else:  # different chunk counts: A1111 runs cond and uncond as separate batches
             x_out = torch.cat([fn(x_in[:n_cond], sigma_in[:n_cond], cond), fn(x_in[n_cond:], sigma_in[n_cond:], uncond)])
+        self.step += 1
+        return x_out
+
+    def _is_edit(self) -> bool:
+        return self.image_cond is not None and self.image_cfg_scale is not None and self.image_cfg_scale != 1.0
+
+    def _run_edit(self, x, sigma, fn, conds_list, cond, uncond):
+        """A1111's is_edit_model branch: rows (prompt + image), (no prompt + image), (no prompt, no image)."""
+        if any(len(c) != 1 for c in conds_list):
+            raise ValueError("AND is not supported for InstructPix2Pix checkpoint (unless using Image CFG scale = 1.0)")
+        if cond.context.shape[1] != uncond.context.shape[1]:
+            cond, uncond = self._pad(cond, uncond)
+            uncond = uncond.padded_to(cond.context.shape[1])
+            cond = cond.padded_to(uncond.context.shape[1])
+        ic = self.image_cond
+        parts = [cond.with_rows(ic, False), uncond.with_rows(ic, True), uncond.with_rows(torch.zeros_like(ic), True)]
+        x_out = fn(torch.cat([x, x, x]), torch.cat([sigma, sigma, sigma]), Cond.cat(parts))
         self.step += 1
         return x_out
 
@@ -274,7 +296,12 @@ class CFGDenoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
         x_out = self.run(x, sigma, self.inner)
         self.last_noise_uncond = x_out[-x.shape[0]:]  # DDIM CFG++ reads the unguided prediction
-        denoised = self.combine(x_out, x.shape[0])
+        if self._is_edit():
+            out_cond, out_img_cond, out_uncond = x_out.chunk(3)
+            scale = self.cfg_scale * self.cond_scale_multiplier
+            denoised = out_uncond + scale * (out_cond - out_img_cond) + self.image_cfg_scale * (out_img_cond - out_uncond)
+        else:
+            denoised = self.combine(x_out, x.shape[0])
         if self.mask is not None:
             # A1111 (mask_before_denoising False): keep the original latent where the mask says so
             denoised = denoised * self.nmask + self.init_latent * self.mask

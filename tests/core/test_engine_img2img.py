@@ -26,6 +26,7 @@ def extra_ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("extra-ckpts")
     write_tiny_checkpoint(str(d / "tiny-sd15-other.safetensors"), "SD1", seed=11)
     write_tiny_checkpoint(str(d / "tiny-sd15-inpainting.safetensors"), "SD1", seed=12, in_channels=9)
+    write_tiny_checkpoint(str(d / "tiny-ip2p.safetensors"), "SD1", seed=13, in_channels=8)
     return d
 
 
@@ -239,3 +240,19 @@ def test_bad_img2img_input_is_a_clear_error(state):
     # a mask of another size is resized to the image, as A1111's UI sends them matched
     res = _img2img(state, inpaint=InpaintOptions(mask=_png(_mask((20, 10), (5, 2, 12, 8))), inpaint_full_res=False))
     assert res.images[0].size == (64, 48)
+
+
+def test_instruct_pix2pix_image_cfg_scale(state):
+    """An 8-channel (instruct-pix2pix) model gets the init image's latent as extra input; Image CFG scale != 1 runs
+    A1111's three-way guidance and is written to the infotext."""
+    calls = []
+    comp = state.engine.load(state.registry.resolve("tiny-ip2p"), extra_slots=1)
+    handle = comp.unet.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape))
+    try:
+        plain = _img2img(state, checkpoint="tiny-ip2p", image_cfg_scale=1.0, steps=2)
+        edit = _img2img(state, checkpoint="tiny-ip2p", image_cfg_scale=1.5, steps=2)
+    finally:
+        handle.remove()
+    assert calls[0][:2] == (2, 8) and calls[-1][:2] == (3, 8)  # cond+uncond, then cond/image/uncond
+    assert "Image CFG scale: 1.5" in edit.infotexts[0]
+    assert _arr(plain.images[0]).tobytes() != _arr(edit.images[0]).tobytes()

@@ -287,6 +287,8 @@ class Engine:
                         image_cond=(init.image_cond if init is not None
                                     else self._txt2img_image_cond(comp, pipe, len(seeds), width, height, seeds)),
                         image_uncond=init.image_uncond if init is not None else None,
+                        image_cfg_scale=(request.image_cfg_scale if init is not None and init.image_cond is not None
+                                         and comp.unet.config.in_channels == 8 else None),
                         mask=init.mask if init is not None else None,
                         nmask=init.nmask if init is not None else None,
                         refiner=refiner,
@@ -560,7 +562,6 @@ class Engine:
             with torch.no_grad():
                 dist = vae.encode((image_t * 2 - 1).to(vae.device, vae.dtype), return_dict=False)[0]
             image_cond = dist.mode().float()
-            image_uncond = torch.zeros_like(image_cond)
 
         extra: dict[str, Any] = {}
         multiplier = (float(request.initial_noise_multiplier) if request.initial_noise_multiplier is not None
