@@ -1,5 +1,5 @@
-"""build_app(config): the composition root. One FastAPI app: the /sdapi/v1 API (with --api or --nowebui) and,
-once the UI lands, the Gradio tabs mounted on it -- both over the same AppState, queue and engine."""
+"""build_app(config): the composition root. One FastAPI app: the /sdapi/v1 API (with --api or --nowebui) and the
+Gradio UI mounted on it at / (unless --nowebui) -- both over the same AppState, queue and engine."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse
 from webui.api.errors import install_error_handlers
 from webui.api.handlers.generation import TASK_ID_HEADER
 from webui.api.routes import install_routes
-from webui.config import Config
+from webui.config import Config, ConfigError
 from webui.state import AppState, build_state, preload_model
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 def build_app(config: Config, state: AppState | None = None) -> FastAPI:
     """Build the app; models are loaded by the queue worker after start-up, never here."""
+    if config.extra("share") and not config.nowebui:
+        # A1111's --share opens a public tunnel through gradio's share servers; this server never reaches the internet.
+        raise ConfigError("--share is not supported: it needs gradio's tunnel service on the internet. Use --listen "
+                          "(and --gradio-auth) to reach the UI from other machines.")
+    ui_users = config.gradio_auth_users() if not config.nowebui else {}
     state = state or build_state(config)
     # Live previews read the stored options and the architecture of the model being sampled (SDXL coefficients).
     state.queue.configure_previews(
@@ -63,12 +68,21 @@ def build_app(config: Config, state: AppState | None = None) -> FastAPI:
     )
     app.add_middleware(GZipMiddleware, minimum_size=1000)
     install_error_handlers(app)
-    if config.api_enabled or not ui_available():
+    with_ui = not config.nowebui and ui_available()
+    if config.api_enabled or not with_ui:
         # /internal/* belongs to the UI server: present unless --nowebui (A1111 §9.4).
         install_routes(app, config, ui=not config.nowebui)
+    else:
+        # The UI without --api: A1111 serves its /internal/* progress routes, not /sdapi/v1. The route table is
+        # installed on a scratch app and only its UI rows are kept, so there is still one table.
+        scratch = FastAPI()
+        install_routes(scratch, config, ui=True)
+        app.router.routes.extend(r for r in scratch.router.routes if getattr(r, "path", "").startswith("/internal/"))
 
-    if not ui_available():
-        # Until the Gradio tabs land (issue 06) the browser entry point is the interactive API page.
+    if with_ui:
+        mount_ui(app, state, users=ui_users)
+    elif not config.nowebui:
+        # Without gradio installed the browser entry point is the interactive API page.
         @app.get("/", include_in_schema=False)
         def root():
             return RedirectResponse("docs")
@@ -76,6 +90,34 @@ def build_app(config: Config, state: AppState | None = None) -> FastAPI:
     return app
 
 
+def mount_ui(app: FastAPI, state: AppState, *, users: dict[str, str]) -> None:
+    """Build the Gradio Blocks over ``state`` and mount them at / of the same app (A1111 serves its UI at the root,
+    under --subpath through the app's root_path). ``users`` (--gradio-auth, --gradio-auth-path) protect the page,
+    its file routes and its queue; the /sdapi API keeps its own --api-auth."""
+    import gradio as gr
+
+    from webui.ui.blocks import CSS, build_ui
+
+    demo = build_ui(state)
+    demo.queue(default_concurrency_limit=None)
+    gr.mount_gradio_app(
+        app, demo, path="/",
+        auth=list(users.items()) or None,
+        auth_message="Stable Diffusion web UI: log in with the --gradio-auth credentials" if users else None,
+        show_error=True,
+        ssr_mode=False,
+        mcp_server=False,
+        run_history=False,
+        footer_links=["api", "settings"],
+        css=CSS,
+        server_name=state.config.server_host,
+        server_port=state.config.effective_port,
+    )
+    app.state.gradio_blocks = demo
+
+
 def ui_available() -> bool:
-    """The Gradio UI is not built yet (issue 06); the server says so at start-up."""
-    return False
+    """Whether the Gradio UI can be served (gradio is installed); without it the server runs the API only."""
+    import importlib.util
+
+    return importlib.util.find_spec("gradio") is not None

@@ -30,6 +30,9 @@ class AppState:
     embeddings: Any = None  # webui.core.embeddings.EmbeddingDatabase
     hypernetworks: Any = None  # webui.core.hypernetworks.HypernetworkRegistry
     styles: Any = None  # webui.core.prompts.StyleDatabase
+    controlnet: Any = None  # webui.core.controlnet.ControlNetRegistry
+    upscalers: Any = None  # webui.core.upscalers.UpscalerRegistry
+    face_restorers: Any = None  # webui.core.face_restore.FaceRestorers
     demo_notice: str | None = None
 
 
@@ -80,6 +83,20 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
     hypernetworks.refresh()
     styles = StyleDatabase(list(config.styles_files))
     styles.reload()
+    from webui.core.controlnet.models import ControlNetRegistry
+
+    cn_ext = os.path.join(config.extensions_dir, "sd-webui-controlnet")
+    controlnet = ControlNetRegistry(
+        [os.path.join(config.models_dir, "ControlNet"), os.path.join(cn_ext, "models")],
+        annotator_dir=os.path.join(cn_ext, "annotator", "downloads"),
+        cache_size=int(settings.get("control_net_model_cache_size") or 2), device=plan.device,
+    )
+    controlnet.refresh()
+    from webui.core.face_restore import FaceRestorers
+    from webui.core.upscalers import UpscalerRegistry
+
+    upscalers = UpscalerRegistry.from_config(config, plan)
+    face_restorers = FaceRestorers.from_config(config, plan)
     engine = Engine(
         settings=settings,
         registry=registry,
@@ -91,11 +108,15 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         hypernetworks=hypernetworks,
         styles=styles,
         vae_path=dict(config.extra_flags).get("vae_path"),
+        controlnet=controlnet,
+        upscalers=upscalers,
+        face_restorers=face_restorers,
     )
     return AppState(
         config=config, settings=settings, registry=registry, vae_registry=vae_registry, engine=engine,
         queue=JobQueue(), plan=plan, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
-        styles=styles, demo_notice=demo_notice,
+        styles=styles, controlnet=controlnet, upscalers=upscalers, face_restorers=face_restorers,
+        demo_notice=demo_notice,
     )
 
 

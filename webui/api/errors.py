@@ -19,6 +19,9 @@ from webui.core.engine import GenerationError
 from webui.core.images import InvalidImage, InvalidImageFormat
 from webui.core.loader import CheckpointLoadError
 from webui.core.queue import DuplicateTaskId, TaskCancelled
+from webui.core.controlnet.errors import ControlNetError
+from webui.core.face_restore import FaceRestoreUnavailable, UnknownFaceRestorer
+from webui.core.upscalers import UpscalerLoadError, UpscalerNotFound
 from webui.core.registry import CheckpointNotFound
 from webui.core.settings import UnknownOption
 
@@ -52,9 +55,10 @@ def _status_for(exc: Exception) -> int:
         return 404
     if isinstance(exc, (TaskCancelled, DuplicateTaskId)):
         return 409
-    if isinstance(exc, CheckpointLoadError):
+    if isinstance(exc, (CheckpointLoadError, ControlNetError)):
         return 422
-    if isinstance(exc, (GenerationError, UnknownOption, InvalidImage, InvalidImageFormat)):
+    if isinstance(exc, (GenerationError, UnknownOption, InvalidImage, InvalidImageFormat, FaceRestoreUnavailable,
+                        UnknownFaceRestorer, UpscalerNotFound, UpscalerLoadError)):
         return 400
     return 500
 
@@ -141,7 +145,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # Our client-error types get their own handlers (answered inside the app); anything else is a logged 500 in
     # A1111's shape, and the server goes on serving.
     for cls in (CheckpointNotFound, GenerationError, UnknownOption, InvalidImage, InvalidImageFormat,
-                CheckpointLoadError, TaskCancelled, DuplicateTaskId, Exception):
+                CheckpointLoadError, ControlNetError, FaceRestoreUnavailable, UnknownFaceRestorer, UpscalerNotFound,
+                UpscalerLoadError, TaskCancelled, DuplicateTaskId, Exception):
         app.add_exception_handler(cls, any_error)
 
 

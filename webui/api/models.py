@@ -420,7 +420,7 @@ def _or(value, default):
 
 def to_request(body, *, mode: str = "txt2img", task_id: str | None = None,
                override_settings: dict[str, Any] | None = None, init_images: tuple[bytes, ...] = (),
-               mask: bytes | None = None) -> GenerationRequest:
+               mask: bytes | None = None, controlnet: tuple = ()) -> GenerationRequest:
     """The one A1111 txt2img/img2img body -> GenerationRequest mapping (sampler resolution per spec §6.3).
 
     ``override_settings`` is the body's, already checked and coerced by the handler (``webui.api.options``);
@@ -465,6 +465,7 @@ def to_request(body, *, mode: str = "txt2img", task_id: str | None = None,
         task_id=task_id,
         sampler_fallback=fallback,
         clip_skip=body.clip_skip,
+        controlnet=tuple(controlnet),
         disable_extra_networks=bool(body.disable_extra_networks),
         restore_faces=body.restore_faces,
         tiling=body.tiling,

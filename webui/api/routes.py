@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 
 from webui.api import models as m
 from webui.api.auth import make_auth_dependency
-from webui.api.handlers import generation, info, models, networks, options, progress
+from webui.api.handlers import controlnet, extras, generation, info, models, networks, options, progress
 from webui.config import Config
 
 
@@ -69,6 +69,17 @@ ROUTES: tuple[Route, ...] = (
     Route("/sdapi/v1/scripts", "GET", info.scripts, m.ScriptsList),
     Route("/sdapi/v1/script-info", "GET", info.script_info, list[m.ScriptInfo]),
     Route("/sdapi/v1/extensions", "GET", info.extensions, list[m.ExtensionItem]),
+    Route("/sdapi/v1/extra-single-image", "POST", extras.extra_single_image, extras.ExtrasSingleImageResponse),
+    Route("/sdapi/v1/extra-batch-images", "POST", extras.extra_batch_images, extras.ExtrasBatchImagesResponse),
+    Route("/sdapi/v1/upscalers", "GET", extras.upscalers, list[extras.UpscalerItem]),
+    Route("/sdapi/v1/realesrgan-models", "GET", extras.realesrgan_models, list[extras.RealesrganItem]),
+    Route("/sdapi/v1/face-restorers", "GET", extras.face_restorers, list[extras.FaceRestorerItem]),
+    # the sd-webui-controlnet extension's routes (built in here)
+    Route("/controlnet/version", "GET", controlnet.version, controlnet.ControlNetVersionResponse),
+    Route("/controlnet/model_list", "GET", controlnet.model_list, controlnet.ControlNetModelListResponse),
+    Route("/controlnet/module_list", "GET", controlnet.module_list_route, controlnet.ControlNetModuleListResponse),
+    Route("/controlnet/settings", "GET", controlnet.settings, controlnet.ControlNetSettingsResponse),
+    Route("/controlnet/detect", "POST", controlnet.detect, controlnet.ControlNetDetectResponse),
     Route("/internal/progress", "POST", progress.internal_progress, m.InternalProgressResponse, ui_only=True),
     Route("/internal/pending-tasks", "GET", progress.pending_tasks, m.PendingTasksResponse, ui_only=True),
     Route("/internal/ping", "GET", progress.ping, m.EmptyResponse, ui_only=True),

@@ -85,7 +85,7 @@ class ModelCache:
 class Engine:
     def __init__(self, *, settings: Settings, registry: CheckpointRegistry, plan: DevicePlan, paths: EnginePaths,
                  vae_registry=None, loras=None, embeddings=None, hypernetworks=None, styles=None,
-                 vae_path: str | None = None, upscalers=None):
+                 vae_path: str | None = None, upscalers=None, controlnet=None, face_restorers=None):
         """The optional collaborators are the model-folder databases of AppState (VaeRegistry, LoraRegistry,
         EmbeddingDatabase, HypernetworkRegistry, StyleDatabase); a missing one turns its feature off."""
         from webui.core.vae import VaeCache
@@ -97,6 +97,8 @@ class Engine:
         self.vae_registry = vae_registry
         self.vae_path = vae_path  # --vae-path: wins over the sd_vae option, as in A1111
         self.upscalers = upscalers  # pixel upscalers for the hires pass (webui.core.extras); None: Lanczos/Nearest
+        self.controlnet = controlnet  # webui.core.controlnet.ControlNetRegistry; None: ControlNet units refused
+        self.face_restorers = face_restorers  # webui.core.face_restore.FaceRestorers; None: restore_faces refused
         self.loras = loras
         self.embeddings = embeddings
         self.hypernetworks = hypernetworks
@@ -231,6 +233,14 @@ class Engine:
             extra_params.update(init.extra_params)
         if hr is not None:
             extra_params.update(self._hires_infotext(request, hr, hr_info))
+        restore_faces = bool(request.restore_faces if request.restore_faces is not None else opts.get("face_restoration"))
+        if restore_faces:
+            if self.face_restorers is None:
+                raise GenerationError("restore_faces: face restoration is not available on this server", "restore_faces")
+            self.face_restorers.check(opts.get("face_restoration_model"))  # no model file: a clear error, up front
+        # ControlNet units (the sd-webui-controlnet extension's process step): hooks for every UNet call of both
+        # passes, their infotext, and the detected maps the extension returns after the images.
+        control, control_maps = self._control(request, comp, width, height, batch_size, hr, extra_params)
         images, infotexts, saved, index_images = [], [], [], []
         with ExitStack() as request_scope:
             # 6. VAE for this request (option sd_vae, possibly overridden), swapped in and restored afterwards.
@@ -291,6 +301,7 @@ class Engine:
                                          and comp.unet.config.in_channels == 8 else None),
                         mask=init.mask if init is not None else None,
                         nmask=init.nmask if init is not None else None,
+                        control=control,
                         refiner=refiner,
                     )
                     sample_comp = comp
@@ -304,6 +315,7 @@ class Engine:
                         latents, sample_comp = self._hires_pass(
                             request, hr, hr_info, refiner_info, latents, sample_comp, seeds, subseeds, opts, state,
                             all_prompts[sl], hr_prompt, hr_negative, enc_options, extra_params, comments, progress,
+                            control,
                         )
 
                     # 11. Decode with the VAE of the model that finished (the refiner's when it took over).
@@ -314,6 +326,9 @@ class Engine:
                     # 12. Post-processing per image (paste the inpainted crop back, color correction), infotext, save.
                     for j, image in enumerate(batch_images):
                         index = it * batch_size + j
+                        if restore_faces:
+                            # A1111 restores faces on the decoded image, before color correction and the overlay
+                            image = self.face_restorers.restore_faces(image, opts)
                         if init is not None:
                             image = init.finish(image, j)
                         text = self.create_infotext(
@@ -350,6 +365,10 @@ class Engine:
             job_timestamp, clip_skip, vae_info, comments, batch_size=batch_size,
             index_of_first_image=index_of_first_image, init=init,
         )
+        if control_maps and not opts.get("control_net_no_detectmap"):
+            # the extension appends its detected maps to the returned images (A1111's info does not list them)
+            images.extend(control_maps)
+            infotexts.extend([""] * len(control_maps))
         return GenerationResult(
             images=images,
             infotexts=infotexts,
@@ -361,6 +380,26 @@ class Engine:
         )
 
     # -- the parts of generate ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _restore_faces(request, opts) -> bool:
+        return bool(request.restore_faces if request.restore_faces is not None else opts.get("face_restoration"))
+
+    def _control(self, request, comp, width, height, batch_size, hr, extra_params):
+        if not any(u.enabled for u in request.controlnet):
+            return None, []
+        if self.controlnet is None:
+            raise GenerationError("alwayson_scripts.controlnet: ControlNet is not available on this server",
+                                  "alwayson_scripts")
+        from webui.core.controlnet import build_control_hooks
+
+        hooks, params, maps = build_control_hooks(
+            request.controlnet, comp, width=width, height=height, batch_size=batch_size, registry=self.controlnet,
+            hr_width=hr.target_width if hr is not None else None, hr_height=hr.target_height if hr is not None else None,
+            init_image=request.init_images[0] if request.init_images else None, init_resize_mode=request.resize_mode,
+        )
+        extra_params.update(params)
+        return hooks, maps
 
     def _named_checkpoint(self, name: str, field_name: str) -> CheckpointInfo:
         info = self.registry.resolve(name) or self.registry.closest(name)
@@ -598,7 +637,7 @@ class Engine:
 
     def _pixel_upscaler_names(self) -> list[str]:
         if self.upscalers is not None:
-            return [u.name for u in self.upscalers.list() if u.name not in ("None",)]
+            return [u.name for u in self.upscalers.list(self.settings) if u.name not in ("None",)]
         return ["Lanczos", "Nearest"]
 
     def _pixel_upscaler_exists(self, name: str) -> bool:
@@ -635,7 +674,8 @@ class Engine:
         return out
 
     def _hires_pass(self, request, hr, hr_info, refiner_info, latents, comp, seeds, subseeds, opts, state,
-                    batch_prompts, hr_prompt, hr_negative, enc_options, extra_params, comments, progress):
+                    batch_prompts, hr_prompt, hr_negative, enc_options, extra_params, comments, progress,
+                    control=None):
         """A1111 sample_hr_pass: latent or pixel upscale to the target size, crop (truncate) to it, fresh noise from
         the same seeds, then img2img with hr_second_pass_steps at denoising_strength; hr_checkpoint_name switches
         the model for this pass."""
@@ -708,6 +748,7 @@ class Engine:
             init_latent=samples,
             t_enc=plan.t_enc,
             image_cond=image_cond,
+            control=control if hr_comp is comp else None,
             refiner=refiner,
         )
         if refiner is not None and refiner.done:
@@ -895,6 +936,7 @@ class Engine:
             "Schedule type": request.scheduler,
             "CFG scale": float(request.cfg_scale),
             "Seed": all_seeds[index],
+            "Face restoration": opts.get("face_restoration_model") if self._restore_faces(request, opts) else None,
             "Size": f"{hr.width}x{hr.height}" if hr is not None else f"{request.width}x{request.height}",
             "Model hash": comp.info.shorthash if opts.get("add_model_hash_to_info") else None,
             "Model": comp.info.stem if opts.get("add_model_name_to_info") else None,
@@ -945,8 +987,8 @@ class Engine:
             "cfg_scale": float(request.cfg_scale),
             "steps": request.steps,
             "batch_size": batch_size if batch_size is not None else request.batch_size,
-            "restore_faces": False,
-            "face_restoration_model": None,
+            "restore_faces": self._restore_faces(request, opts),
+            "face_restoration_model": opts.get("face_restoration_model") if self._restore_faces(request, opts) else None,
             "sd_model_name": comp.info.stem,
             "sd_model_hash": comp.info.shorthash,
             "sd_vae_name": self._vae_infotext(vae_info, opts).get("VAE"),

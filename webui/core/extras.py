@@ -11,9 +11,11 @@ Reproduces ``modules/postprocessing.py`` (``run_postprocessing``, ``run_extras``
 from __future__ import annotations
 
 import html
+import logging
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -23,11 +25,14 @@ from webui.core.images import (
     InvalidImageFormat,
     fix_image,
     next_sequence_number,
+    read_image,
     read_info_from_image,
     save_image_atomic,
 )
 from webui.core.infotext import quote
-from webui.core.upscalers import UpscalerRegistry, _option
+from webui.core.upscalers import UpscalerRegistry, read_option
+
+log = logging.getLogger(__name__)
 
 #: A1111's postprocessing scripts and their ``order`` (the order they run in unless option
 #: postprocessing_operation_order says otherwise).
@@ -207,8 +212,8 @@ def apply_codeformer(image: Image.Image, info: dict, opts: ExtrasOptions, restor
 def operation_order(settings: Any = None) -> list[str]:
     """ScriptPostprocessingRunner.scripts_in_preferred_order: names listed in option postprocessing_operation_order
     first, in that order, the rest by their ``order``; option postprocessing_disable_in_extras removes some."""
-    preferred = list(_option(settings, "postprocessing_operation_order", []) or [])
-    disabled = set(_option(settings, "postprocessing_disable_in_extras", []) or [])
+    preferred = list(read_option(settings, "postprocessing_operation_order", []) or [])
+    disabled = set(read_option(settings, "postprocessing_disable_in_extras", []) or [])
     scripts = [(name, order, i) for i, (name, order) in enumerate(POSTPROCESSING_ORDER) if name not in disabled]
 
     def score(name: str) -> int:
@@ -247,7 +252,7 @@ def postprocess_image(
 
 def extras_outdir(settings: Any, data_dir: str) -> str:
     """A1111: ``opts.outdir_samples or opts.outdir_extras_samples``, relative paths under the data folder."""
-    outdir = _option(settings, "outdir_samples", "") or _option(settings, "outdir_extras_samples",
+    outdir = read_option(settings, "outdir_samples", "") or read_option(settings, "outdir_extras_samples",
                                                                 "outputs/extras-images")
     return outdir if os.path.isabs(outdir) else os.path.join(data_dir, outdir)
 
@@ -259,7 +264,7 @@ def save_extras_image(image: Image.Image, outdir: str, infotext: str, existing_i
     no sub-folder; ``NNNNN.png`` (``basename-NNNN`` with a basename) unless ``forced_filename`` (the original name,
     option use_original_name_batch). PNG: the input's chunks plus ``postprocessing`` and ``extras`` (both the
     infotext); JPEG/WebP: the infotext in the EXIF UserComment. Option save_txt writes NAME.txt beside it."""
-    fmt = str(_option(settings, "samples_format", "png")).lower()
+    fmt = str(read_option(settings, "samples_format", "png")).lower()
     if fmt not in OUTPUT_FORMATS:
         raise InvalidImageFormat(fmt)
     if (image.height > 65535 or image.width > 65535) and fmt in ("jpg", "jpeg") or (
@@ -268,7 +273,7 @@ def save_extras_image(image: Image.Image, outdir: str, infotext: str, existing_i
     os.makedirs(outdir, exist_ok=True)
     if forced_filename is None:
         decoration = suffix
-        add_number = bool(_option(settings, "save_images_add_number", True)) or decoration == ""
+        add_number = bool(read_option(settings, "save_images_add_number", True)) or decoration == ""
         if decoration != "" and add_number:
             decoration = f"-{decoration}"
         if add_number:
@@ -284,7 +289,7 @@ def save_extras_image(image: Image.Image, outdir: str, infotext: str, existing_i
     else:
         fullfn = os.path.join(outdir, f"{forced_filename}.{fmt}")
 
-    enable_pnginfo = bool(_option(settings, "enable_pnginfo", True))
+    enable_pnginfo = bool(read_option(settings, "enable_pnginfo", True))
     to_save = image.copy()
     if fmt == "png":
         chunks = {k: v for k, v in (existing_info or {}).items() if isinstance(k, str)}
@@ -294,9 +299,9 @@ def save_extras_image(image: Image.Image, outdir: str, infotext: str, existing_i
     else:
         to_save.info = {}
         text = infotext
-    save_image_atomic(to_save, fullfn, fmt, text, jpeg_quality=int(_option(settings, "jpeg_quality", 80)),
-                      webp_lossless=bool(_option(settings, "webp_lossless", False)))
-    if _option(settings, "save_txt", False) and infotext is not None:
+    save_image_atomic(to_save, fullfn, fmt, text, jpeg_quality=int(read_option(settings, "jpeg_quality", 80)),
+                      webp_lossless=bool(read_option(settings, "webp_lossless", False)))
+    if read_option(settings, "save_txt", False) and infotext is not None:
         with open(os.path.splitext(fullfn)[0] + ".txt", "w", encoding="utf8") as f:
             f.write(f"{infotext}\n")
     return fullfn
@@ -354,10 +359,9 @@ def run_postprocessing(
         if isinstance(placeholder, str):
             try:
                 with open(placeholder, "rb") as f:
-                    from webui.core.images import read_image
-
                     image_data = read_image(f.read())
-            except Exception:
+            except (OSError, ValueError, Image.DecompressionBombError) as e:  # A1111 skips what it cannot read
+                log.info("extras: skipping %s: %s", placeholder, e)
                 continue
         else:
             image_data = placeholder
@@ -376,7 +380,7 @@ def run_postprocessing(
 
         infotext = postprocessing_infotext(info)
         chunks = {k: v for k, v in existing_pnginfo.items() if isinstance(k, str) and isinstance(v, str)}
-        if _option(settings, "enable_pnginfo", True):
+        if read_option(settings, "enable_pnginfo", True):
             chunks["postprocessing"] = infotext
             result.info = dict(chunks)
         else:
@@ -388,7 +392,7 @@ def run_postprocessing(
         if save_output:
             if outdir is None:
                 raise ValueError("run_postprocessing: outdir is required when save_output is true")
-            if _option(settings, "use_original_name_batch", True) and name:
+            if read_option(settings, "use_original_name_batch", True) and name:
                 basename = os.path.splitext(os.path.basename(name))[0]
                 forced = basename
             else:

@@ -20,9 +20,10 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import product
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -206,7 +207,7 @@ def _build_parsenet():
     class ParseNet(nn.Module):
         def __init__(self, in_size=512, out_size=512, min_feat_size=32, base_ch=64, parsing_ch=19, res_depth=10):
             super().__init__()
-            clip = lambda c: max(32, min(c, 256))  # noqa: E731
+            clip = lambda c: max(32, min(c, 256))
             min_feat_size = min(in_size, min_feat_size)
             down_steps = int(np.log2(in_size // min_feat_size))
             up_steps = int(np.log2(out_size // min_feat_size))
@@ -220,7 +221,9 @@ def _build_parsenet():
             for _ in range(up_steps):
                 decoder.append(ResidualBlock(clip(head), clip(head // 2), scale="up"))
                 head //= 2
-            self.encoder, self.body, self.decoder = nn.Sequential(*encoder), nn.Sequential(*body), nn.Sequential(*decoder)
+            self.encoder = nn.Sequential(*encoder)
+            self.body = nn.Sequential(*body)
+            self.decoder = nn.Sequential(*decoder)
             self.out_img_conv = ConvLayer(clip(head), 3)
             self.out_mask_conv = ConvLayer(clip(head), parsing_ch)
 
@@ -237,7 +240,7 @@ def _load_weights(module, path: str):
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     module.load_state_dict(state, strict=True)
     return module.eval()
 
@@ -443,19 +446,19 @@ class FaceRestoreFolders:
     codeformer: str
 
     @classmethod
-    def under(cls, models_dir: str, gfpgan: str | None = None, codeformer: str | None = None) -> "FaceRestoreFolders":
+    def under(cls, models_dir: str, gfpgan: str | None = None, codeformer: str | None = None) -> FaceRestoreFolders:
         return cls(gfpgan or os.path.join(models_dir, "GFPGAN"), codeformer or os.path.join(models_dir, "Codeformer"))
 
     @classmethod
-    def from_config(cls, config: Any) -> "FaceRestoreFolders":
+    def from_config(cls, config: Any) -> FaceRestoreFolders:
         extra = getattr(config, "extra", lambda name, default=None: default)
         return cls.under(config.models_dir, extra("gfpgan_models_path"), extra("codeformer_models_path"))
 
 
 def _pth_files(folder: str) -> list[str]:
-    from webui.core.upscalers import _walk_model_files
+    from webui.core.upscalers import model_files
 
-    return _walk_model_files(folder, (".pth",))
+    return model_files(folder, (".pth",))
 
 
 class FaceRestorers:
@@ -472,7 +475,7 @@ class FaceRestorers:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_config(cls, config: Any, plan: Any = None) -> "FaceRestorers":
+    def from_config(cls, config: Any, plan: Any = None) -> FaceRestorers:
         """For a webui Config: its folders, the plan's device, or the CPU with ``--use-cpu gfpgan``/``codeformer``/
         ``all`` (A1111's device_gfpgan and device_codeformer; one device serves both here)."""
         import torch
@@ -563,7 +566,8 @@ class FaceRestorers:
         try:
             return _load_weights(module, path)
         except Exception as e:
-            raise FaceRestoreUnavailable(f"{path}: not readable as {os.path.basename(path)} ({type(e).__name__}: {e})") from e
+            raise FaceRestoreUnavailable(
+                f"{path}: not readable as {os.path.basename(path)} ({type(e).__name__}: {e})") from e
 
     def network(self, name: str):
         """The restoration network (the torch module inside spandrel's descriptor), as A1111's load_net."""
@@ -579,7 +583,8 @@ class FaceRestorers:
                 hint = " (CodeFormer needs the spandrel_extra_arches package)" if name == "CodeFormer" else ""
                 raise FaceRestoreUnavailable(f"{name}: {e}{hint}") from e
             if descriptor.architecture.name != expected:
-                raise FaceRestoreUnavailable(f"{name}: {path} is a {descriptor.architecture.name} model, not {expected}")
+                raise FaceRestoreUnavailable(
+                    f"{name}: {path} is a {descriptor.architecture.name} model, not {expected}")
             model = descriptor.model
             if name == "GFPGAN":
                 model.different_w = True  # A1111 gfpgan_model.load_net (spandrel PR 81)
@@ -599,7 +604,8 @@ class FaceRestorers:
 
     # -- restoring ---------------------------------------------------------------------------------------------------
 
-    def restore(self, image: Image.Image, name: str, *, weight: float | None = None, settings: Any = None) -> Image.Image:
+    def restore(self, image: Image.Image, name: str, *, weight: float | None = None,
+                settings: Any = None) -> Image.Image:
         """Restore the faces of ``image`` with GFPGAN or CodeFormer; RGB result of the same size.
 
         ``weight`` is CodeFormer's fidelity weight w (0 = strongest effect; A1111 defaults it to option
@@ -644,9 +650,9 @@ class FaceRestorers:
 
 
 def _setting(settings: Any, key: str, default: Any) -> Any:
-    from webui.core.upscalers import _option
+    from webui.core.upscalers import read_option
 
-    return _option(settings, key, default)
+    return read_option(settings, key, default)
 
 
 def missing_files(restorers: FaceRestorers, names: Iterable[str] = FACE_RESTORERS) -> dict[str, str]:
@@ -661,7 +667,19 @@ def missing_files(restorers: FaceRestorers, names: Iterable[str] = FACE_RESTORER
 
 
 __all__: Sequence[str] = (
-    "FACE_RESTORERS", "FaceRestoreFolders", "FaceRestorers", "FaceRestoreUnavailable", "UnknownFaceRestorer",
-    "restore_with_face_helper", "find_faces", "align_face", "face_mask", "paste_face", "prior_boxes",
-    "decode_boxes", "decode_landmarks", "retinaface_detect", "missing_files",
+    "FACE_RESTORERS",
+    "FaceRestoreFolders",
+    "FaceRestoreUnavailable",
+    "FaceRestorers",
+    "UnknownFaceRestorer",
+    "align_face",
+    "decode_boxes",
+    "decode_landmarks",
+    "face_mask",
+    "find_faces",
+    "missing_files",
+    "paste_face",
+    "prior_boxes",
+    "restore_with_face_helper",
+    "retinaface_detect",
 )

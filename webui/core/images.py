@@ -1,11 +1,13 @@
 """Image files and metadata as A1111 writes and reads them.
 
 PNG text chunks, JPEG/WebP EXIF UserComment (piexif), A1111's output file names and sequence numbers, atomic saves,
-and the API's base64 encoding and decoding. PIL and piexif only; no torch.
+batch grids (``image_grid``, ``save_grid``), and the API's base64 encoding and decoding. PIL and piexif only; no
+torch.
 
 Reproduces A1111 v1.10.1 ``modules/api/api.py`` (``encode_pil_to_base64``, ``decode_base64_to_image``) and
 ``modules/images.py`` (``save_image``, ``save_image_with_geninfo``, ``FilenameGenerator``,
-``get_next_sequence_number``, ``sanitize_filename_part``, ``read_info_from_image``, ``read``/``fix_image``).
+``get_next_sequence_number``, ``sanitize_filename_part``, ``read_info_from_image``, ``read``/``fix_image``,
+``image_grid``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import string
@@ -429,6 +432,77 @@ def apply_filename_pattern(pattern: str, ctx: FilenameContext) -> str:
     return res
 
 
+def _save_numbered(
+    image: Image.Image,
+    path: str,
+    fmt: str,
+    infotext: str | None,
+    ctx: FilenameContext,
+    *,
+    basename: str,
+    decoration: str,
+    add_number: bool,
+    **kw: Any,
+) -> str:
+    """The naming tail of A1111 images.save_image: ``[basename-]NNNN[-decoration].ext`` (5 digits without a
+    basename, 4 with), or just ``decoration.ext`` without a number; cut to the file system's name limit; atomic."""
+    os.makedirs(path, exist_ok=True)
+    decoration = apply_filename_pattern(decoration, ctx)
+    number = add_number or decoration == ""
+    if decoration != "" and number:
+        decoration = f"-{decoration}"
+
+    if number:
+        count = next_sequence_number(path, basename)
+        fullfn = ""
+        for i in range(500):
+            fn = f"{count + i:05}" if basename == "" else f"{basename}-{count + i:04}"
+            fullfn = os.path.join(path, f"{fn}{decoration}.{fmt}")
+            if not os.path.exists(fullfn):
+                break
+    else:
+        fullfn = os.path.join(path, f"{decoration}.{fmt}")
+
+    # A1111 cuts the name to the file system's limit (statvfs f_namemax), keeping the extension.
+    stem, ext = os.path.splitext(os.path.basename(fullfn))
+    if hasattr(os, "statvfs"):
+        max_len = os.statvfs(path).f_namemax
+        stem = stem[: max_len - max(4, len(ext))]
+    fullfn = os.path.join(path, stem + ext)
+
+    return save_image_atomic(image, fullfn, fmt, infotext, **kw)
+
+
+def _prepare(image: Image.Image, fmt: str, seed, prompt, basename: str, date, context) -> tuple[str, FilenameContext]:
+    fmt = fmt.lower()
+    if fmt not in OUTPUT_FORMATS:
+        raise InvalidImageFormat(fmt)
+    # A1111: JPEG over 65535 px or WebP over 16383 px is saved as PNG
+    if (image.height > 65535 or image.width > 65535) and fmt in ("jpg", "jpeg") or (
+        image.height > 16383 or image.width > 16383
+    ) and fmt == "webp":
+        fmt = "png"
+    base = context or FilenameContext()
+    ctx = dataclasses.replace(
+        base,
+        seed=seed,
+        prompt=prompt,
+        basename=basename,
+        date=date or base.date or _dt.datetime.now(),
+        width=base.width if base.width is not None else image.width,
+        height=base.height if base.height is not None else image.height,
+    )
+    return fmt, ctx
+
+
+def _folder(outdir, save_to_dirs: bool, directories_filename_pattern: str, ctx: FilenameContext) -> str:
+    path = os.fspath(outdir)
+    if save_to_dirs:
+        dirname = apply_filename_pattern(directories_filename_pattern or "[prompt_words]", ctx)
+        path = os.path.join(path, dirname.lstrip(" ").rstrip("\\ /"))
+    return path
+
+
 def save_generated_image(
     image: Image.Image,
     outdir: str | os.PathLike[str],
@@ -455,59 +529,97 @@ def save_generated_image(
     ``basename-NNNN``. JPEG over 65535 px or WebP over 16383 px is saved as PNG, as in A1111. ``context`` fills the
     other pattern tags; ``kw`` goes to ``encode_image`` (jpeg_quality, webp_lossless). Written atomically.
     """
-    fmt = fmt.lower()
-    if fmt not in OUTPUT_FORMATS:
-        raise InvalidImageFormat(fmt)
-    if (image.height > 65535 or image.width > 65535) and fmt in ("jpg", "jpeg") or (
-        image.height > 16383 or image.width > 16383
-    ) and fmt == "webp":
-        fmt = "png"
-
-    base = context or FilenameContext()
-    ctx = dataclasses.replace(
-        base,
-        seed=seed,
-        prompt=prompt,
-        basename=basename,
-        date=date or base.date or _dt.datetime.now(),
-        width=base.width if base.width is not None else image.width,
-        height=base.height if base.height is not None else image.height,
-    )
-
-    path = os.fspath(outdir)
-    if save_to_dirs:
-        dirname = apply_filename_pattern(directories_filename_pattern or "[prompt_words]", ctx)
-        path = os.path.join(path, dirname.lstrip(" ").rstrip("\\ /"))
-    os.makedirs(path, exist_ok=True)
-
+    fmt, ctx = _prepare(image, fmt, seed, prompt, basename, date, context)
+    path = _folder(outdir, save_to_dirs, directories_filename_pattern, ctx)
     if seed is None:
         decoration = ""
     elif save_to_dirs:
         decoration = samples_filename_pattern or "[seed]"
     else:
         decoration = samples_filename_pattern or "[seed]-[prompt_spaces]"
-    decoration = apply_filename_pattern(decoration, ctx)
+    return _save_numbered(image, path, fmt, infotext, ctx, basename=basename, decoration=decoration,
+                          add_number=add_number, **kw)
 
-    number = add_number or decoration == ""
-    if decoration != "" and number:
-        decoration = f"-{decoration}"
 
-    if number:
-        count = next_sequence_number(path, basename)
-        fullfn = ""
-        for i in range(500):
-            fn = f"{count + i:05}" if basename == "" else f"{basename}-{count + i:04}"
-            fullfn = os.path.join(path, f"{fn}{decoration}.{fmt}")
-            if not os.path.exists(fullfn):
-                break
+def save_grid(
+    grid: Image.Image,
+    outdir: str | os.PathLike[str],
+    seed: int | None,
+    prompt: str | None,
+    infotext: str | None,
+    fmt: str = "png",
+    date: _dt.datetime | None = None,
+    *,
+    grid_save_to_dirs: bool = True,
+    grid_extended_filename: bool = False,
+    save_to_dirs: bool = True,
+    directories_filename_pattern: str = "[date]",
+    samples_filename_pattern: str = "",
+    add_number: bool = True,
+    context: FilenameContext | None = None,
+    **kw: Any,
+) -> str:
+    """Save a batch grid as A1111's processing does: ``images.save_image(grid, outpath_grids, "grid",
+    all_seeds[0], all_prompts[0], opts.grid_format, info=infotext(use_main_prompt=True),
+    short_filename=not opts.grid_extended_filename, grid=True)``; returns the full path.
+
+    ``outdir`` is option outdir_grids or outdir_txt2img_grids / outdir_img2img_grids (``outputs/txt2img-grids``),
+    ``fmt`` option grid_format. The folder follows ``grid_save_to_dirs`` (``[date]`` sub-folder by default); the
+    name is ``grid-NNNN.png``, and with ``grid_extended_filename`` ``grid-NNNN-<samples pattern>``, whose default
+    depends on option ``save_to_dirs`` as for single images (A1111 reads that option there, not grid_save_to_dirs).
+    """
+    fmt, ctx = _prepare(grid, fmt, seed, prompt, "grid", date, context)
+    path = _folder(outdir, grid_save_to_dirs, directories_filename_pattern, ctx)
+    if not grid_extended_filename or seed is None:
+        decoration = ""
+    elif save_to_dirs:
+        decoration = samples_filename_pattern or "[seed]"
     else:
-        fullfn = os.path.join(path, f"{decoration}.{fmt}")
+        decoration = samples_filename_pattern or "[seed]-[prompt_spaces]"
+    return _save_numbered(grid, path, fmt, infotext, ctx, basename="grid", decoration=decoration,
+                          add_number=add_number, **kw)
 
-    # A1111 cuts the name to the file system's limit (statvfs f_namemax), keeping the extension.
-    stem, ext = os.path.splitext(os.path.basename(fullfn))
-    if hasattr(os, "statvfs"):
-        max_len = os.statvfs(path).f_namemax
-        stem = stem[: max_len - max(4, len(ext))]
-    fullfn = os.path.join(path, stem + ext)
 
-    return save_image_atomic(image, fullfn, fmt, infotext, **kw)
+# ---------------------------------------------------------------------------------------------------------------------
+# grids
+
+
+def grid_rows(count: int, batch_size: int = 1, *, n_rows: int = -1, grid_prevent_empty_spots: bool = False) -> int:
+    """A1111 images.image_grid's row count: option ``n_rows`` (> 0 that many, 0 the batch size, -1 automatic:
+    round(sqrt(count)), or with ``grid_prevent_empty_spots`` the largest divisor of count up to floor(sqrt(count))),
+    never more than ``count``."""
+    if n_rows > 0:
+        rows = n_rows
+    elif n_rows == 0:
+        rows = batch_size
+    elif grid_prevent_empty_spots:
+        rows = math.floor(math.sqrt(count))
+        while count % rows != 0:
+            rows -= 1
+    else:
+        rows = round(math.sqrt(count))
+    return min(rows, count)
+
+
+def image_grid(
+    imgs: list[Image.Image],
+    batch_size: int = 1,
+    rows: int | None = None,
+    *,
+    n_rows: int = -1,
+    grid_prevent_empty_spots: bool = False,
+) -> Image.Image:
+    """A1111 images.image_grid: the images left to right, top to bottom, each cell the size of the first image, on
+    black, in RGB. ``rows`` given wins; else ``grid_rows`` from the options (``n_rows``, ``grid_prevent_empty_spots``).
+    A1111's image_grid_callback (extensions changing rows/cols) is not offered."""
+    if not imgs:
+        raise ValueError("image_grid needs at least one image")
+    if rows is None:
+        rows = grid_rows(len(imgs), batch_size, n_rows=n_rows, grid_prevent_empty_spots=grid_prevent_empty_spots)
+    rows = min(rows, len(imgs))
+    cols = math.ceil(len(imgs) / rows)
+    w, h = imgs[0].size
+    grid = Image.new("RGB", size=(cols * w, rows * h), color="black")
+    for i, img in enumerate(imgs):
+        grid.paste(img, box=(i % cols * w, i // cols * h))
+    return grid

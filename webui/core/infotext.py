@@ -5,7 +5,9 @@ Pure functions on strings and dicts; no torch, no settings object. Where A1111 r
 takes it as a keyword argument with A1111's default, so callers pass the effective settings.
 
 Reproduces ``modules/processing.py:create_infotext`` and ``modules/infotext_utils.py`` (``quote``, ``unquote``,
-``re_param``, ``parse_generation_parameters``) and ``modules/infotext_versions.py:backcompat`` of A1111 v1.10.1.
+``re_param``, ``parse_generation_parameters``) and ``modules/infotext_versions.py:backcompat`` of A1111 v1.10.1, and
+the ``infotext_pasted`` callbacks of its built-in Lora extension (AddNet fields, ``Lora hashes``) that png-info and
+paste run on the parsed dict.
 """
 
 from __future__ import annotations
@@ -286,6 +288,77 @@ def split_sampler_schedule(
                 name = name[: -(len(option) + 1)]
                 break
     return name, found
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# infotext_pasted callbacks of A1111's built-in Lora extension (run after parsing by png-info and by paste)
+
+re_lora_tag = re.compile("<lora:([^:]+):")  # extensions-builtin/Lora/scripts/lora_script.py re_lora
+re_addnet_name = re.compile(r"(.*)\s*\([0-9a-fA-F]+\)")  # extensions-builtin/Lora/networks.py re_network_name
+
+
+def addnet_pasted(params: dict[str, Any]) -> dict[str, Any]:
+    """A1111 Lora ``networks.infotext_pasted``: fields of the old additional-networks extension (``AddNet Module N:
+    LoRA``, ``AddNet Model N: name(hash)``, ``AddNet Weight A N``) become ``<lora:name:weight>`` tags appended to the
+    prompt on a new line. Mutates and returns ``params``."""
+    added = []
+    for k in params:
+        if not k.startswith("AddNet Model "):
+            continue
+        num = k[13:]
+        if params.get("AddNet Module " + num) != "LoRA":
+            continue
+        name = params.get("AddNet Model " + num)
+        if name is None:
+            continue
+        m = re_addnet_name.match(name)
+        if m:
+            name = m.group(1)
+        multiplier = params.get("AddNet Weight A " + num, "1.0")
+        added.append(f"<lora:{name}:{multiplier}>")
+    if added:
+        params["Prompt"] += "\n" + "".join(added)
+    return params
+
+
+def lora_hashes_pasted(params: dict[str, Any], alias_for_hash: Callable[[str], str | None]) -> dict[str, Any]:
+    """A1111 Lora ``lora_script.infotext_pasted``: with ``Lora hashes: "name: hash, ..."``, each ``<lora:name:``
+    in the prompt whose hash belongs to a LoRA on disk is rewritten to that LoRA's current alias, so an image made
+    with a renamed file still finds it. ``alias_for_hash(shorthash)`` is A1111's ``available_network_hash_lookup``
+    followed by ``get_alias()`` (None when no listed network has that hash). A malformed list leaves the params as
+    they are (A1111 reports the callback's exception and goes on). Mutates and returns ``params``."""
+    hashes_text = params.get("Lora hashes")
+    if not hashes_text:
+        return params
+    try:
+        pairs = [x.strip().split(":", 1) for x in hashes_text.split(",")]
+        hashes = {x[0].strip().replace(",", ""): x[1].strip() for x in pairs}
+    except (IndexError, AttributeError):
+        log.warning("Cannot read Lora hashes %r", hashes_text)
+        return params
+
+    def network_replacement(m: re.Match) -> str:
+        shorthash = hashes.get(m.group(1))
+        if shorthash is None:
+            return m.group(0)
+        alias = alias_for_hash(shorthash)
+        if alias is None:
+            return m.group(0)
+        return f"<lora:{alias}:"
+
+    params["Prompt"] = re.sub(re_lora_tag, network_replacement, params["Prompt"])
+    return params
+
+
+def infotext_pasted(
+    params: dict[str, Any], lora_alias_for_hash: Callable[[str], str | None] | None = None
+) -> dict[str, Any]:
+    """A1111 ``script_callbacks.infotext_pasted_callback`` with the built-in extensions' callbacks in A1111's order
+    (AddNet fields, then Lora hashes), as ``/sdapi/v1/png-info`` runs it after ``parse_generation_parameters``."""
+    addnet_pasted(params)
+    if lora_alias_for_hash is not None:
+        lora_hashes_pasted(params, lora_alias_for_hash)
+    return params
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -217,7 +217,6 @@ def _pooled_dim(sd: dict, arch: str) -> int:
 def vae_config_from_ldm(sd: dict[str, torch.Tensor], arch: str, yaml_cfg: dict | None = None) -> dict:
     """A diffusers AutoencoderKL config from LDM Encoder/Decoder shapes."""
     v = "first_stage_model."
-    ch = sd[f"{v}encoder.conv_in.weight"].shape[0]
     n_levels = _count(sd, rf"{re.escape(v)}encoder\.down\.(\d+)\.")
     block_out = [sd[f"{v}encoder.down.{i}.block.0.conv2.weight"].shape[0] for i in range(n_levels)]
     scaling = 0.13025 if arch in (SDXL, SDXL_REFINER) else 0.18215

@@ -27,7 +27,6 @@ import tempfile
 import threading
 import types
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import lark

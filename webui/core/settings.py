@@ -128,6 +128,14 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("lora_not_found_gradio_warning", False, "Lora not found warning popup in webui"),
     )
     + _opts(
+        "control_net",
+        ("control_net_unit_count", 3, "Multi-ControlNet: ControlNet unit number", {"minimum": 1, "maximum": 10, "step": 1}),
+        ("control_net_model_cache_size", 2, "Model cache size", {"minimum": 1, "maximum": 10, "step": 1}),
+        ("control_net_no_detectmap", False, "Do not append detectmap to output"),
+        ("control_net_detectmap_autosaving", False, "Allow detectmap auto saving"),
+        ("control_net_allow_script_control", False, "Allow other script to control this extension"),
+    )
+    + _opts(
         "vae",
         ("sd_vae", "Automatic", "SD VAE"),
         ("sd_vae_overrides_per_model_preferences", True, "Selected VAE overrides per-model preferences"),

@@ -24,8 +24,9 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -96,17 +97,18 @@ class BuiltIn(NamedTuple):
 
 
 _RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
+_RE = "realesrgan_enabled_models"
 _DAT = "https://huggingface.co/w-e-w/DAT/resolve/main/experiments/pretrained_models/DAT"
 
 #: A1111 realesrgan_model.get_realesrgan_models (all six, in A1111's order: GET /sdapi/v1/realesrgan-models),
 #: dat_model.get_dat_models, and the ESRGAN / SwinIR defaults.
 REALESRGAN_MODELS: tuple[BuiltIn, ...] = (
-    BuiltIn("R-ESRGAN General 4xV3", "RealESRGAN", f"{_RELEASES}/v0.2.5.0/realesr-general-x4v3.pth", 4, "realesrgan_enabled_models"),
-    BuiltIn("R-ESRGAN General WDN 4xV3", "RealESRGAN", f"{_RELEASES}/v0.2.5.0/realesr-general-wdn-x4v3.pth", 4, "realesrgan_enabled_models"),
-    BuiltIn("R-ESRGAN AnimeVideo", "RealESRGAN", f"{_RELEASES}/v0.2.5.0/realesr-animevideov3.pth", 4, "realesrgan_enabled_models"),
-    BuiltIn("R-ESRGAN 4x+", "RealESRGAN", f"{_RELEASES}/v0.1.0/RealESRGAN_x4plus.pth", 4, "realesrgan_enabled_models"),
-    BuiltIn("R-ESRGAN 4x+ Anime6B", "RealESRGAN", f"{_RELEASES}/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth", 4, "realesrgan_enabled_models"),
-    BuiltIn("R-ESRGAN 2x+", "RealESRGAN", f"{_RELEASES}/v0.2.1/RealESRGAN_x2plus.pth", 2, "realesrgan_enabled_models"),
+    BuiltIn("R-ESRGAN General 4xV3", "RealESRGAN", f"{_RELEASES}/v0.2.5.0/realesr-general-x4v3.pth", 4, _RE),
+    BuiltIn("R-ESRGAN General WDN 4xV3", "RealESRGAN", f"{_RELEASES}/v0.2.5.0/realesr-general-wdn-x4v3.pth", 4, _RE),
+    BuiltIn("R-ESRGAN AnimeVideo", "RealESRGAN", f"{_RELEASES}/v0.2.5.0/realesr-animevideov3.pth", 4, _RE),
+    BuiltIn("R-ESRGAN 4x+", "RealESRGAN", f"{_RELEASES}/v0.1.0/RealESRGAN_x4plus.pth", 4, _RE),
+    BuiltIn("R-ESRGAN 4x+ Anime6B", "RealESRGAN", f"{_RELEASES}/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth", 4, _RE),
+    BuiltIn("R-ESRGAN 2x+", "RealESRGAN", f"{_RELEASES}/v0.2.1/RealESRGAN_x2plus.pth", 2, _RE),
 )
 DAT_MODELS: tuple[BuiltIn, ...] = (
     BuiltIn("DAT x2", "DAT", f"{_DAT}/DAT_x2.pth", 2, "dat_enabled_models"),
@@ -130,7 +132,7 @@ def _natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
-def _walk_model_files(folder: str, extensions: Iterable[str]) -> list[str]:
+def model_files(folder: str, extensions: Iterable[str]) -> list[str]:
     """A1111 modelloader.load_models / util.walk_files: files under ``folder`` (recursively, links followed) with one
     of ``extensions``, folders and files in natural order."""
     if not folder or not os.path.isdir(folder):
@@ -159,7 +161,8 @@ class UpscalerNotFound(LookupError):
         self.name = name
         self.choices = list(choices)
         self.hint = hint
-        message = f"could not find upscaler named {name or '<empty string>'}; valid upscalers: {', '.join(self.choices)}"
+        message = (f"could not find upscaler named {name or '<empty string>'}; "
+                   f"valid upscalers: {', '.join(self.choices)}")
         if hint:
             message += f". {hint}"
         super().__init__(message)
@@ -213,8 +216,8 @@ def realesrgan_models_api() -> list[dict[str, Any]]:
     return [{"name": m.name, "path": m.url, "scale": int(m.scale)} for m in REALESRGAN_MODELS]
 
 
-def _option(settings: Any, key: str, default: Any = None) -> Any:
-    """An option from a Settings object (or a plain mapping); ``default`` when the key is not registered."""
+def read_option(settings: Any, key: str, default: Any = None) -> Any:
+    """An option from a Settings object (or a plain mapping); ``default`` when the key is not registered or unset."""
     if settings is None:
         return default
     getter = getattr(settings, "get", None)
@@ -321,9 +324,9 @@ def _param_of(model) -> tuple[Any, Any]:
     import torch
 
     module = getattr(model, "model", model)
-    for p in module.parameters():
+    for p in getattr(module, "parameters", lambda: ())():
         return p.device, p.dtype
-    return torch.device("cpu"), torch.float32
+    return torch.device("cpu"), torch.float32  # a plain function: run on the CPU in float32
 
 
 def upscale_pil_patch(model: Callable, image: Image.Image) -> Image.Image:
@@ -465,7 +468,8 @@ def load_spandrel_model(path: str, *, device: Any = None, half: bool = False, re
 
     try:
         state = read_state_dict(path)
-        descriptor = spandrel.ModelLoader(device="cpu", registry=registry or spandrel_registry()).load_from_state_dict(state)
+        loader = spandrel.ModelLoader(device="cpu", registry=registry or spandrel_registry())
+        descriptor = loader.load_from_state_dict(state)
     except spandrel.UnsupportedModelError as e:
         raise UpscalerLoadError(f"{path}: not a model architecture spandrel knows ({e})") from e
     except Exception as e:
@@ -491,13 +495,13 @@ class UpscalerFolders:
     folders: tuple[tuple[str, str], ...]
 
     @classmethod
-    def under(cls, models_dir: str, overrides: Mapping[str, str | None] | None = None) -> "UpscalerFolders":
+    def under(cls, models_dir: str, overrides: Mapping[str, str | None] | None = None) -> UpscalerFolders:
         """``overrides`` maps a family name ("ESRGAN", "RealESRGAN", ...) to the folder its flag gives, if any."""
         overrides = overrides or {}
         return cls(tuple((f.name, overrides.get(f.name) or os.path.join(models_dir, f.name)) for f in FAMILIES))
 
     @classmethod
-    def from_config(cls, config: Any) -> "UpscalerFolders":
+    def from_config(cls, config: Any) -> UpscalerFolders:
         """From a webui Config: --esrgan-models-path, --realesrgan-models-path, --swinir-models-path,
         --dat-models-path (A1111's flags), else under --models-dir."""
         extra = getattr(config, "extra", lambda name, default=None: default)
@@ -535,7 +539,7 @@ class UpscalerRegistry:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_config(cls, config: Any, plan: Any = None) -> "UpscalerRegistry":
+    def from_config(cls, config: Any, plan: Any = None) -> UpscalerRegistry:
         """The registry for a webui Config: its folders; the device plan's device, float16 where the plan runs half
         (A1111: not with --no-half), the CPU with ``--use-cpu esrgan`` or ``all`` (A1111's device_esrgan)."""
         import torch
@@ -552,7 +556,7 @@ class UpscalerRegistry:
         """Scan the model folders again."""
         files = {}
         for family in FAMILIES:
-            files[family.name] = _walk_model_files(self.folders.get(family.name), MODEL_EXTENSIONS)
+            files[family.name] = model_files(self.folders.get(family.name), MODEL_EXTENSIONS)
         with self._lock:
             self._files = files
 
@@ -593,7 +597,7 @@ class UpscalerRegistry:
         out = []
         for b in defs:
             default = _default_option(b.enabled_option)
-            if b.enabled_option and b.name not in (_option(settings, b.enabled_option, default) or []):
+            if b.enabled_option and b.name not in (read_option(settings, b.enabled_option, default) or []):
                 continue
             local = next((p for p in paths if p.endswith(b.filename)), None)
             if local is not None:
@@ -674,9 +678,10 @@ class UpscalerRegistry:
             return image.resize((int(image.width * scale), int(image.height * scale)), resample=NEAREST)
         family = FAMILIES_BY_NAME[info.family]
         model = self.load(info)
-        tile = int(_option(settings, family.tile_option, _option(settings, "ESRGAN_tile", TILE_DEFAULTS["ESRGAN_tile"])))
-        overlap = int(_option(settings, family.overlap_option,
-                              _option(settings, "ESRGAN_tile_overlap", TILE_DEFAULTS["ESRGAN_tile_overlap"])))
+        tile = int(read_option(settings, family.tile_option,
+                               read_option(settings, "ESRGAN_tile", TILE_DEFAULTS["ESRGAN_tile"])))
+        overlap = int(read_option(settings, family.overlap_option,
+                              read_option(settings, "ESRGAN_tile_overlap", TILE_DEFAULTS["ESRGAN_tile_overlap"])))
         if family.tiling == "weighted":
             return upscale_swinir(model, image, tile_size=tile, tile_overlap=overlap, scale=int(model.scale),
                                   should_stop=should_stop)
@@ -738,6 +743,12 @@ class UpscalerRegistry:
         if image.width != w or image.height != h:
             image = image.resize((w, h), resample=LANCZOS)
         return image
+
+    def upscale_to(self, image: Image.Image, name: str | None, width: int, height: int, settings: Any = None,
+                   should_stop: Callable[[], bool] | None = None) -> Image.Image:
+        """Hires fix / img2img "Just resize": A1111 ``images.resize_image(0, image, width, height, upscaler_name)``,
+        i.e. ``upscale(image, name, size=(width, height), ...)``."""
+        return self.upscale(image, name, size=(width, height), settings=settings, should_stop=should_stop)
 
 
 def _default_option(key: str | None) -> Any:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel, Field
 
 from webui.api.errors import ApiError
 from webui.api.image_input import decode_image_input
-from webui.core.controlnet import API_VERSION, ControlNetError, detect as core_detect, module_detail, module_list
+from webui.core.controlnet import API_VERSION, ControlNetError, module_detail, module_list
+from webui.core.controlnet import detect as core_detect
 from webui.core.images import encode_base64
 
 #: The extension's default for option control_net_unit_count (external_code.get_max_models_num).

@@ -22,7 +22,7 @@ from webui.api.errors import ApiError
 from webui.api.image_input import decode_image_input
 from webui.api.models import A1111Model
 from webui.core.extras import EXTRAS_BATCH, EXTRAS_SINGLE, ExtrasInputError, ExtrasOptions, run_extras
-from webui.core.face_restore import FaceRestoreUnavailable, FaceRestorers, UnknownFaceRestorer
+from webui.core.face_restore import FaceRestorers, FaceRestoreUnavailable, UnknownFaceRestorer
 from webui.core.images import encode_base64
 from webui.core.upscalers import UpscalerLoadError, UpscalerNotFound, UpscalerRegistry, realesrgan_models_api
 

@@ -30,7 +30,7 @@ TASK_ID_HEADER = "X-Task-Id"
 # matrix, ...) and the always-on ones (``alwayson_scripts`` keys: ControlNet, ...). No script is built yet, so both are
 # empty and every script name is answered with A1111's 422.
 SELECTABLE_SCRIPTS: dict[str, tuple[str, ...]] = {"txt2img": (), "img2img": ()}
-ALWAYSON_SCRIPTS: dict[str, tuple[str, ...]] = {"txt2img": (), "img2img": ()}
+ALWAYSON_SCRIPTS: dict[str, tuple[str, ...]] = {"txt2img": ("ControlNet",), "img2img": ("ControlNet",)}
 
 
 def check_scripts(body: Any, mode: str) -> None:
@@ -111,6 +111,22 @@ async def img2img(body: StableDiffusionImg2ImgProcessingAPI, request: Request, r
     return ImageToImageResponse(images=images, parameters=parameters, info=info)
 
 
+def _controlnet_units(state: AppState, body) -> tuple:
+    """The ControlNet units of ``alwayson_scripts`` (list or dict args), their images decoded, checked before the
+    job is queued: a bad value or an unknown model is a 422 naming it and the choices."""
+    from webui.api.handlers.controlnet import unit_image_decoder
+    from webui.core.controlnet import parse_units
+
+    scripts = body.alwayson_scripts or {}
+    if not any(str(k).lower() == "controlnet" for k in scripts):
+        return ()
+    units = parse_units(scripts, decode_image=unit_image_decoder(state.settings.get))
+    for unit in units:
+        if unit.enabled and unit.model not in (None, "", "None", "none"):
+            state.controlnet.get_or_raise(unit.model)
+    return units
+
+
 def _png_bytes(image) -> bytes:
     """Decoded request images travel in the GenerationRequest as PNG bytes (plain data, no PIL objects); level 1
     keeps the encode cheap."""
@@ -125,7 +141,8 @@ async def _generate(body, request: Request, response: Response, mode: str, **ima
     state: AppState = request.app.state.webui
     task_id = body.force_task_id or new_task_id(mode)
     overrides = check_request(state, body, mode)
-    req = to_request(body, mode=mode, task_id=task_id, override_settings=overrides, **images)
+    units = await asyncio.to_thread(_controlnet_units, state, body)
+    req = to_request(body, mode=mode, task_id=task_id, override_settings=overrides, controlnet=units, **images)
     sticky = overrides if not body.override_settings_restore_afterwards else {}
 
     def job(progress):

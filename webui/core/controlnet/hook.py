@@ -17,8 +17,9 @@ A weight of 0 returns no residuals at all, so such a unit leaves the UNet call e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,10 +107,9 @@ class ControlNetHook:
         soft = unit.control_mode != BALANCED
         forced_soft = in_hires and ("canny" in unit.module or "mlsd" in unit.module)
         gap = self.controlnet.global_average_pooling
-        if unit.control_mode == CONTROL or gap:
-            if cond.uncond_rows is not None:
-                mark = (~cond.uncond_rows).to(x.device, control[0].dtype)[:, None, None, None]
-                control = [c * mark for c in control]
+        if (unit.control_mode == CONTROL or gap) and cond.uncond_rows is not None:
+            mark = (~cond.uncond_rows).to(x.device, control[0].dtype)[:, None, None, None]
+            control = [c * mark for c in control]
         scales = control_scales(unit.weight, len(control), soft or forced_soft)
         control = [c * s for c, s in zip(control, scales)]
         if gap:
@@ -225,10 +225,11 @@ def build_control_hooks(units: Sequence[ControlNetUnit], components, *, width: i
     return hooks, params, maps
 
 
-def detect(module: str, images: Sequence[bytes], *, registry: ControlNetRegistry, processor_res: float = -1,
+def detect(module: str, images: Sequence[Any], *, registry: ControlNetRegistry, processor_res: float = -1,
            threshold_a: float = -1, threshold_b: float = -1) -> list:
     """POST /controlnet/detect's core: run one preprocessor alone on each image (out-of-range sliders -> their
-    defaults, as the extension's unit validation does). Returns PIL images."""
+    defaults, as the extension's unit validation does). Images are encoded bytes, PIL images or arrays.
+    Returns PIL images."""
     from PIL import Image
 
     p = get_preprocessor(module)
@@ -239,13 +240,23 @@ def detect(module: str, images: Sequence[bytes], *, registry: ControlNetRegistry
         values.append(slider.value if value < slider.minimum or value > slider.maximum else value)
     out = []
     for data in images:
-        img = HWC3(_read_array(data))
+        img = HWC3(_as_array(data))
         result = run_preprocessor(p, img, values[0], values[1], values[2], registry.annotators)
         out.append(Image.fromarray(np.ascontiguousarray(result)))
     return out
 
 
 __all__ = [
-    "BALANCED", "PROMPT", "CONTROL", "OUTER_FIT", "ControlNetHook", "align_dim_latent", "build_control_hooks",
-    "choose_input_image", "control_scales", "detect", "guidance_active", "prepare_control",
+    "BALANCED",
+    "CONTROL",
+    "OUTER_FIT",
+    "PROMPT",
+    "ControlNetHook",
+    "align_dim_latent",
+    "build_control_hooks",
+    "choose_input_image",
+    "control_scales",
+    "detect",
+    "guidance_active",
+    "prepare_control",
 ]

@@ -16,8 +16,9 @@ import os
 import re
 import stat
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -302,7 +303,7 @@ def controlnet_state_dict(raw: dict[str, torch.Tensor], unet=None, filename: str
         )
     if _is_diffusers_layout(raw):
         return raw, _diffusers_config_from_shapes(raw, unet)
-    sd = {k[len(_LDM_PREFIX):] if k.startswith(_LDM_PREFIX) else k: v for k, v in raw.items()}
+    sd = {k.removeprefix(_LDM_PREFIX): v for k, v in raw.items()}
     if "input_hint_block.0.weight" not in sd or "input_blocks.0.0.weight" not in sd:
         kind = ("a T2I-Adapter" if any(k.startswith(("adapter.", "body.", "conv_in.")) for k in sd) else
                 "an IP-Adapter" if any(k.startswith(("image_proj", "ip_adapter")) for k in sd) else "not a ControlNet")

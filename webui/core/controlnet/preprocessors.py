@@ -16,8 +16,9 @@ is then the identity (its target size equals the padded size).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -200,9 +201,9 @@ def _color(img, res, a, b, ctx):
     img = HWC3(img)
     h, w = img.shape[:2]
     if h < w:
-        new_h, new_w = int(res), int(round(w / h * res))
+        new_h, new_w = int(res), round(w / h * res)
     else:
-        new_w, new_h = int(res), int(round(h / w * res))
+        new_w, new_h = int(res), round(h / w * res)
     img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)
     h, w = img.shape[:2]
     grid = cv2.resize(img, (w // 64, h // 64), interpolation=cv2.INTER_CUBIC)

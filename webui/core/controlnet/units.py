@@ -11,7 +11,9 @@ means "default"). :func:`parse_units` does the same on plain data and returns th
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable, Mapping
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from webui.core.controlnet.errors import ControlNetError
 from webui.core.controlnet.preprocessors import get_preprocessor, module_choices
@@ -232,7 +234,7 @@ def _float(v: Any, field: str) -> float:
 
 
 def _int(v: Any, field: str) -> int:
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v)):
         return int(v)
     if isinstance(v, str):
         try:
