@@ -137,27 +137,6 @@ def test_flatten_composites_alpha_over_the_background_colour():
     assert io.flatten(Image.new("L", (1, 1), 77), "#ffffff").getpixel((0, 0)) == (77, 77, 77)
 
 
-def test_image_grid_rows_and_layout():
-    imgs = [Image.new("RGB", (10, 8), (i * 40, 0, 0)) for i in range(5)]
-    g = io.image_grid(imgs)  # autodetect: round(sqrt(5)) = 2 rows, 3 cols
-    assert g.size == (30, 16)
-    assert g.getpixel((25, 4)) == (80, 0, 0) and g.getpixel((15, 12)) == (160, 0, 0)
-    assert g.getpixel((25, 12)) == (255, 255, 255)  # empty spot: grid_background_color
-    assert io.image_grid(imgs, prevent_empty_spots=True).size == (50, 8)  # 2 does not divide 5 -> 1 row
-    assert io.image_grid(imgs, batch_size=5, n_rows_option=0).size == (10, 40)  # rows = batch size
-    assert io.image_grid(imgs, n_rows_option=4).size == (20, 32)
-    assert io.image_grid(imgs[:3], n_rows_option=4).size == (10, 24)  # rows capped at the image count
-    assert io.image_grid(imgs, rows=1, n_rows_option=4).size == (50, 8)
-    mixed = io.image_grid([Image.new("RGB", (10, 10), "red"), Image.new("RGB", (6, 4), "blue")], rows=1)
-    assert mixed.size == (20, 10)
-    assert mixed.getpixel((12, 3)) == (0, 0, 255) and mixed.getpixel((11, 3)) == (255, 255, 255)  # offset (2, 3)
-    assert mixed.getpixel((12, 2)) == (255, 255, 255)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# masks
-
-
 def test_create_binary_mask():
     rgba = Image.new("RGBA", (4, 1), (0, 0, 0, 0))
     for x, a in enumerate((0, 128, 129, 255)):

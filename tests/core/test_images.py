@@ -20,10 +20,13 @@ from webui.core.images import (
     decode_base64_image,
     encode_base64,
     encode_image,
+    grid_rows,
+    image_grid,
     next_sequence_number,
     read_info_from_image,
     sanitize_filename_part,
     save_generated_image,
+    save_grid,
     save_image_atomic,
 )
 from webui.core.infotext import parse_generation_parameters
@@ -129,7 +132,19 @@ def test_jpeg_quality_and_webp_lossless():
 
 def test_jpeg_without_infotext_reads_as_none():
     img = reopen(encode_image(make_image(), "jpeg", None))
+    assert "exif" in img.info  # the API (encode_pil_to_base64) always writes a UserComment, empty here
     assert read_info_from_image(img) == (None, {})
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "webp"])
+def test_saved_lossy_file_without_infotext_has_no_exif(tmp_path, fmt):
+    # A1111 save_image_with_geninfo inserts EXIF only when there is an infotext (enable_pnginfo and geninfo)
+    src = make_image()
+    src.info["parameters"] = "stale"
+    path = save_image_atomic(src, tmp_path / f"x.{fmt}", fmt, None)
+    with Image.open(path) as img:
+        assert "exif" not in img.info
+        assert read_info_from_image(img) == (None, {})
 
 
 @pytest.mark.parametrize("fmt", ["avif", "gif", "bmp", "", "tiff"])
@@ -361,3 +376,137 @@ def test_png_text_chunk_written_like_pil_pnginfo():
     buf = io.BytesIO()
     make_image().save(buf, format="PNG", pnginfo=info)
     assert encode_image(make_image(), "png", INFOTEXT) == buf.getvalue()
+
+
+# --- files A1111 and others wrote --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "webp"])
+def test_reads_files_written_the_a1111_way_piexif_insert(tmp_path, fmt):
+    # A1111 save_image_with_geninfo saves the JPEG/WebP first, then piexif.insert()s the EXIF UserComment
+    path = str(tmp_path / f"a1111.{fmt}")
+    make_image().save(path, format="JPEG" if fmt == "jpg" else "WEBP", quality=80)
+    exif = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(INFOTEXT,
+                                                                                             encoding="unicode")}})
+    piexif.insert(exif, path)
+    with Image.open(path) as img:
+        assert read_info_from_image(img) == (INFOTEXT, {})
+
+
+def test_comfyui_png_chunks_are_listed_as_items():
+    # A1111 has no ComfyUI reader: its "prompt"/"workflow" chunks show up in png-info's items, the infotext is None
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", '{"3": {"class_type": "KSampler", "inputs": {"seed": 5}}}')
+    info.add_text("workflow", '{"nodes": []}')
+    buf = io.BytesIO()
+    make_image().save(buf, format="PNG", pnginfo=info)
+    geninfo, items = read_info_from_image(reopen(buf.getvalue()))
+    assert geninfo is None
+    assert items == {"prompt": '{"3": {"class_type": "KSampler", "inputs": {"seed": 5}}}', "workflow": '{"nodes": []}'}
+
+
+# --- third-party readers parse our files ---------------------------------------------------------------------------
+
+READER_TEXT = (
+    'a red fox, "snow", ünïcødé\nNegative prompt: blurry, lowres\n'
+    "Steps: 23, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 4242, Size: 64x48, "
+    'Model hash: 6ce0161689, Model: tiny-sd15, Lora hashes: "a: 1, b: 2", Version: v1.10.1'
+)
+
+
+def _assert_readers_parse(path, prompt, negative, seed, steps, sampler):
+    sd_parsers = pytest.importorskip("sd_parsers", reason="test extra: pip install sd-parsers")
+    reader_mod = pytest.importorskip("sd_prompt_reader.image_data_reader",
+                                     reason="test extra: pip install sd-prompt-reader")
+    with Image.open(path) as img:
+        info = sd_parsers.ParserManager().parse(img)
+    assert info is not None and info.generator.name == "AUTOMATIC1111"
+    sampler_info = info.samplers[0]
+    assert sampler_info.name == sampler
+    assert [p.value for p in sampler_info.prompts] == [prompt]
+    assert [p.value for p in sampler_info.negative_prompts] == [negative]
+    assert sampler_info.parameters["seed"] == str(seed)
+    assert sampler_info.parameters["steps"] == str(steps)
+
+    reader = reader_mod.ImageDataReader(str(path))
+    assert reader.tool == "A1111 webUI"
+    assert reader.positive == prompt
+    assert reader.negative == negative
+    assert reader.parameter["seed"] == str(seed)
+    assert reader.parameter["steps"] == str(steps)
+    assert reader.parameter["sampler"] == sampler
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_third_party_readers_parse_saved_files(tmp_path, fmt):
+    path = save_generated_image(make_image(), tmp_path, 4242, "a red fox", READER_TEXT, fmt=fmt, date=DATE)
+    _assert_readers_parse(path, 'a red fox, "snow", ünïcødé', "blurry, lowres", 4242, 23, "DPM++ 2M")
+
+
+def test_third_party_readers_parse_engine_output(data_dir):
+    from webui.config import parse
+    from webui.core.types import GenerationRequest
+    from webui.state import build_state
+
+    state = build_state(parse(["--nowebui", "--data-dir", str(data_dir)]), create_demo=False)
+    for fmt in ("png", "jpg", "webp"):
+        res = state.engine.generate(GenerationRequest(
+            prompt="a cat, sitting", negative_prompt="dog", steps=2, width=64, height=64, seed=77,
+            sampler_name="Euler", save_images=True, override_settings={"samples_format": fmt}))
+        (path,) = res.saved_paths
+        assert path.endswith("." + fmt)
+        _assert_readers_parse(path, "a cat, sitting", "dog", 77, 2, "Euler")
+
+
+# --- grids -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "count, batch_size, n_rows, prevent, rows",
+    [
+        (4, 1, -1, False, 2),  # round(sqrt(4))
+        (3, 1, -1, False, 2),  # round(1.73)
+        (6, 1, -1, False, 2),  # round(2.449)
+        (7, 1, -1, True, 1),  # floor(sqrt 7) = 2 does not divide 7 -> 1
+        (6, 1, -1, True, 2),
+        (8, 4, 0, False, 4),  # 0: the batch size
+        (2, 1, 3, False, 2),  # never more rows than images
+        (9, 1, 3, False, 3),
+    ],
+)
+def test_grid_rows_a1111_n_rows_semantics(count, batch_size, n_rows, prevent, rows):
+    assert grid_rows(count, batch_size, n_rows=n_rows, grid_prevent_empty_spots=prevent) == rows
+
+
+def test_image_grid_layout_and_black_fill():
+    tiles = [Image.new("RGB", (8, 6), (40 * i, 10, 200)) for i in range(1, 6)]
+    grid = image_grid(tiles)  # 5 images: round(sqrt 5) = 2 rows, 3 columns
+    assert grid.size == (24, 12) and grid.mode == "RGB"
+    for i in range(5):
+        assert grid.getpixel((i % 3 * 8 + 3, i // 3 * 6 + 2)) == (40 * (i + 1), 10, 200)
+    assert grid.getpixel((20, 10)) == (0, 0, 0)  # the empty cell is black
+    assert image_grid(tiles, rows=1).size == (40, 6)
+    assert image_grid(tiles[:4], batch_size=4, n_rows=0).size == (8, 24)  # n_rows 0: rows = batch size (4)
+    rgba = [Image.new("RGBA", (4, 4), (255, 0, 0, 128))]
+    assert image_grid(rgba).mode == "RGB"
+    with pytest.raises(ValueError):
+        image_grid([])
+
+
+def test_save_grid_a1111_names(tmp_path):
+    grid = image_grid([make_image(), make_image()])
+    out = tmp_path / "outputs" / "txt2img-grids"
+    p1 = save_grid(grid, out, 123, "a cat", INFOTEXT, date=DATE)
+    p2 = save_grid(grid, out, 124, "a cat", INFOTEXT, date=DATE)
+    assert p1 == str(out / "2024-07-27" / "grid-0000.png")  # short name: grid_extended_filename off
+    assert p2 == str(out / "2024-07-27" / "grid-0001.png")
+    with Image.open(p1) as saved:
+        assert saved.size == (128, 48)
+        assert read_info_from_image(saved)[0] == INFOTEXT
+    p3 = save_grid(grid, out, 123, "a cat", None, "jpg", date=DATE, grid_extended_filename=True)
+    assert p3 == str(out / "2024-07-27" / "grid-0002-123.jpg")
+    # the extended name follows option save_to_dirs (not grid_save_to_dirs), as in A1111
+    p4 = save_grid(grid, out, 123, "a cat", None, date=DATE, grid_extended_filename=True, save_to_dirs=False)
+    assert p4 == str(out / "2024-07-27" / "grid-0003-123-a cat.png")
+    p5 = save_grid(grid, out, 9, "x", None, grid_save_to_dirs=False)
+    assert p5 == str(out / "grid-0000.png")

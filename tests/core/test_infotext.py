@@ -313,3 +313,177 @@ def test_split_sampler_schedule_legacy_names():
     assert split_sampler_schedule("Euler", "karras", schedulers) == ("Euler", "Karras")
     assert split_sampler_schedule("Euler", "Karras", schedulers) == ("Euler", "Karras")
     assert split_sampler_schedule("Euler", "bogus", schedulers) == ("Euler", "Automatic")
+
+
+# --- real-world A1111 infotexts (expected dicts written by hand from infotext_utils.parse_generation_parameters) ---
+
+REAL_WORLD = [
+    pytest.param(
+        "masterpiece, best quality, 1girl, <lora:add_detail:0.7>, (smile:1.2)\n"
+        "Negative prompt: easynegative, (worst quality:1.4)\n"
+        "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234567890, Size: 832x1216, "
+        "Model hash: 31e35c80fc, Model: sd_xl_base_1.0, VAE hash: 235745af8d, VAE: sdxl_vae.safetensors, "
+        "Denoising strength: 0.4, Clip skip: 2, Hires upscale: 1.5, Hires steps: 15, Hires upscaler: 4x-UltraSharp, "
+        'Lora hashes: "add_detail: 7c6bad76eb54", TI hashes: "easynegative: c74b4e810b03", Version: v1.10.1',
+        {
+            "Prompt": "masterpiece, best quality, 1girl, <lora:add_detail:0.7>, (smile:1.2)",
+            "Negative prompt": "easynegative, (worst quality:1.4)",
+            "Steps": "30", "Sampler": "DPM++ 2M", "Schedule type": "Karras", "CFG scale": "7", "Seed": "1234567890",
+            "Size-1": "832", "Size-2": "1216", "Model hash": "31e35c80fc", "Model": "sd_xl_base_1.0",
+            "VAE hash": "235745af8d", "VAE": "sdxl_vae.safetensors", "Denoising strength": "0.4", "Clip skip": "2",
+            "Hires upscale": "1.5", "Hires steps": "15", "Hires upscaler": "4x-UltraSharp",
+            "Lora hashes": "add_detail: 7c6bad76eb54", "TI hashes": "easynegative: c74b4e810b03",
+            "Version": "v1.10.1", "Emphasis": "Original",
+        },
+        id="v1.10.1-sdxl-hires-lora-ti",
+    ),
+    pytest.param(
+        "a photo of a cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 42, Face restoration: CodeFormer, "
+        "Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Denoising strength: 0.7, ENSD: 31337, "
+        "Hires upscale: 2, Hires upscaler: Latent",
+        {
+            "Prompt": "a photo of a cat", "Negative prompt": "",
+            "Steps": "20", "Sampler": "DPM++ 2M Karras", "CFG scale": "7", "Seed": "42",
+            "Face restoration": "CodeFormer", "Size-1": "512", "Size-2": "512", "Model hash": "6ce0161689",
+            "Model": "v1-5-pruned-emaonly", "Denoising strength": "0.7", "ENSD": "31337", "Hires upscale": "2",
+            "Hires upscaler": "Latent",
+        },
+        id="2023-legacy-sampler-name-no-version",
+    ),
+    pytest.param(
+        "portrait of a knight\nNegative prompt: blurry\nSteps: 50, Sampler: Euler a, CFG scale: 7.5, Seed: 3405691582, "
+        "Size: 1024x768, Model hash: 7460a6fa, Denoising strength: 0.7, First pass size: 0x0",
+        {
+            "Prompt": "portrait of a knight", "Negative prompt": "blurry",
+            "Steps": "50", "Sampler": "Euler a", "CFG scale": "7.5", "Seed": "3405691582",
+            # old hires fix: Size becomes the first pass (old_hires_fix_first_pass_dimensions), ints as A1111 sets
+            "Size-1": 640, "Size-2": 448, "Hires resize-1": 1024, "Hires resize-2": 768,
+            "First pass size-1": "0", "First pass size-2": "0",
+            "Model hash": "7460a6fa", "Denoising strength": "0.7",
+        },
+        id="2022-old-hires-first-pass-size",
+    ),
+    pytest.param(
+        "a castle on a hill\nNegative prompt: lowres\nSteps: 25, Sampler: Euler a, CFG scale: 6, Seed: 100, "
+        "Size: 1024x1024, Model hash: 31e35c80fc, Model: sd_xl_base_1.0, Variation seed: 200, "
+        "Variation seed strength: 0.3, Seed resize from: 768x768, RNG: CPU, Refiner: sd_xl_refiner_1.0 [7440042bbd], "
+        "Refiner switch at: 0.8, Version: v1.6.0",
+        {
+            "Prompt": "a castle on a hill", "Negative prompt": "lowres",
+            "Steps": "25", "Sampler": "Euler a", "CFG scale": "6", "Seed": "100", "Size-1": "1024", "Size-2": "1024",
+            "Model hash": "31e35c80fc", "Model": "sd_xl_base_1.0", "Variation seed": "200",
+            "Variation seed strength": "0.3", "Seed resize from-1": "768", "Seed resize from-2": "768", "RNG": "CPU",
+            "Refiner": "sd_xl_refiner_1.0 [7440042bbd]", "Refiner switch at": "0.8", "Version": "v1.6.0",
+            # infotext_versions.backcompat for v1.6.0
+            "Downcast alphas_cumprod": True, "Refiner switch by sampling steps": True,
+        },
+        id="v1.6.0-refiner-variation-seed-backcompat",
+    ),
+    pytest.param(
+        "a dog, [sitting]\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 512x512, Model hash: 81761151, "
+        "Denoising strength: 0.75, Mask blur: 4, Hypernet: anime, Hypernet strength: 0.8, Version: v1.2.0",
+        {
+            "Prompt": "a dog, [sitting]<hypernet:anime:0.8>", "Negative prompt": "",
+            "Steps": "20", "Sampler": "Euler", "CFG scale": "7", "Seed": "5", "Size-1": "512", "Size-2": "512",
+            "Model hash": "81761151", "Denoising strength": "0.75", "Mask blur": "4", "Hypernet": "anime",
+            "Hypernet strength": "0.8", "Version": "v1.2.0", "Emphasis": "Original",
+            "Old prompt editing timelines": True, "Downcast alphas_cumprod": True,
+        },
+        id="v1.2.0-img2img-hypernet",
+    ),
+    pytest.param(
+        "a [cat:dog:0.5]\nSteps: 50, Sampler: DDIM, CFG scale: 7, Seed: 8, Size: 512x512, Version: v1.5.1",
+        {
+            "Prompt": "a [cat:dog:0.5]", "Negative prompt": "",
+            "Steps": "50", "Sampler": "DDIM", "CFG scale": "7", "Seed": "8", "Size-1": "512", "Size-2": "512",
+            "Version": "v1.5.1", "Emphasis": "Original",
+            "Old prompt editing timelines": True, "Pad conds v0": True, "Downcast alphas_cumprod": True,
+        },
+        id="v1.5.1-ddim-prompt-editing",
+    ),
+    pytest.param(
+        "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x768, "
+        'Hires prompt: "a \\"big\\" cat,\\ndetailed", ADetailer model: face_yolov8n.pt, '
+        'ADetailer prompt: "smile, happy", ADetailer version: 24.8.0, Version: v1.10.1',
+        {
+            "Prompt": "a cat", "Negative prompt": "",
+            "Steps": "20", "Sampler": "Euler a", "CFG scale": "7", "Seed": "1", "Size-1": "512", "Size-2": "768",
+            "Hires prompt": 'a "big" cat,\ndetailed', "ADetailer model": "face_yolov8n.pt",
+            "ADetailer prompt": "smile, happy", "ADetailer version": "24.8.0", "Version": "v1.10.1",
+        },
+        id="quoted-values-adetailer",
+    ),
+    pytest.param(
+        "line one BREAK\nline two \\(literal\\)\nNegative prompt: bad\nworse\n"
+        "Steps: 4, Sampler: LCM, Schedule type: SGM Uniform, CFG scale: 1.5, Seed: 9, Size: 768x768, "
+        "Emphasis: No norm, FP8 weight: Enable for SDXL, Cache FP16 weight for LoRA: True, Version: v1.10.1",
+        {
+            "Prompt": "line one BREAK\nline two \\(literal\\)", "Negative prompt": "bad\nworse",
+            "Steps": "4", "Sampler": "LCM", "Schedule type": "SGM Uniform", "CFG scale": "1.5", "Seed": "9",
+            "Size-1": "768", "Size-2": "768", "Emphasis": "No norm", "FP8 weight": "Enable for SDXL",
+            "Cache FP16 weight for LoRA": "True", "Version": "v1.10.1",
+        },
+        id="multiline-break-fp8-emphasis",
+    ),
+    pytest.param(
+        "a house\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 3, Size: 512x512, "
+        'ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 1.0", '
+        "AddNet Enabled: True, AddNet Module 1: LoRA, AddNet Model 1: myLora(2a5f4e7b), AddNet Weight A 1: 0.8, "
+        "AddNet Weight B 1: 0.8",
+        {
+            "Prompt": "a house", "Negative prompt": "",
+            "Steps": "20", "Sampler": "Euler a", "CFG scale": "7", "Seed": "3", "Size-1": "512", "Size-2": "512",
+            "ControlNet 0": "Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 1.0",
+            "AddNet Enabled": "True", "AddNet Module 1": "LoRA", "AddNet Model 1": "myLora(2a5f4e7b)",
+            "AddNet Weight A 1": "0.8", "AddNet Weight B 1": "0.8",
+        },
+        id="controlnet-and-addnet-fields",
+    ),
+    pytest.param(
+        "just a prompt\nNegative prompt: nothing\nSteps: 20, Seed: 1",
+        {"Prompt": "just a prompt", "Negative prompt": "nothing\nSteps: 20, Seed: 1"},
+        id="short-last-line-is-prompt-text",
+    ),
+    pytest.param(
+        "1girl, solo\nNegative prompt: lowres\nSteps: 28, Sampler: Euler a, CFG scale: 11, Seed: 42, Size: 512x768, "
+        "Clip skip: 2, ENSD: 31337",
+        {
+            "Prompt": "1girl, solo", "Negative prompt": "lowres",
+            "Steps": "28", "Sampler": "Euler a", "CFG scale": "11", "Seed": "42", "Size-1": "512", "Size-2": "768",
+            "Clip skip": "2", "ENSD": "31337",
+        },
+        id="novelai-converted",
+    ),
+]
+
+
+@pytest.mark.parametrize("text, expected", REAL_WORLD)
+def test_parse_real_world_infotexts(text, expected):
+    assert parse_generation_parameters(text) == {**DEFAULTS, **expected}
+
+
+def test_infotext_pasted_addnet_fields_become_lora_tags():
+    from webui.core.infotext import infotext_pasted
+
+    text = REAL_WORLD[8].values[0]
+    params = infotext_pasted(parse_generation_parameters(text))
+    # A1111 networks.infotext_pasted: name without the (hash), weight A, appended on a new line
+    assert params["Prompt"] == "a house\n<lora:myLora:0.8>"
+    params = infotext_pasted({"Prompt": "p", "AddNet Module 1": "Hypernetwork", "AddNet Model 1": "x(12ab)",
+                              "AddNet Module 2": "LoRA", "AddNet Model 2": "y"})
+    assert params["Prompt"] == "p\n<lora:y:1.0>"
+
+
+def test_infotext_pasted_lora_hashes_rewrite_to_current_alias():
+    from webui.core.infotext import infotext_pasted, lora_hashes_pasted
+
+    params = {"Prompt": "a <lora:old_name:0.7> and <lora:other:1> <lora:gone:0.5>",
+              "Lora hashes": "old_name: 7c6bad76eb54, other: 111111111111, gone: 222222222222"}
+    lookup = {"7c6bad76eb54": "new_name", "111111111111": "other"}.get
+    assert lora_hashes_pasted(dict(params), lookup)["Prompt"] == (
+        "a <lora:new_name:0.7> and <lora:other:1> <lora:gone:0.5>"
+    )
+    assert infotext_pasted(dict(params), lookup)["Prompt"] == "a <lora:new_name:0.7> and <lora:other:1> <lora:gone:0.5>"
+    assert infotext_pasted(dict(params))["Prompt"] == params["Prompt"]  # no lookup: untouched
+    broken = {"Prompt": "<lora:a:1>", "Lora hashes": "no colon here"}
+    assert lora_hashes_pasted(dict(broken), lookup) == broken  # A1111 reports and leaves it

@@ -807,24 +807,28 @@ class Engine:
         return switch
 
     def _grid(self, images, batch_size, request, opts, infotexts):
-        from webui.core.imageops import image_grid
+        from webui.core.images import image_grid
 
-        grid = image_grid(images, batch_size=batch_size, n_rows_option=int(opts.get("n_rows") or -1),
-                          prevent_empty_spots=bool(opts.get("grid_prevent_empty_spots")))
+        grid = image_grid(images, batch_size=batch_size, n_rows=int(opts.get("n_rows") or -1),
+                          grid_prevent_empty_spots=bool(opts.get("grid_prevent_empty_spots")))
         text = infotexts[0] if infotexts else ""
         grid.info["parameters"] = text
         return grid, text
 
     def _save_grid(self, grid, request, opts, seed, prompt, text) -> str:
+        """A1111 saves the grid of a multi-image job as outputs/<mode>-grids/<date>/grid-NNNN.png."""
+        from webui.core.images import save_grid
+
         kind = "img2img" if request.mode != "txt2img" else "txt2img"
         outdir = opts.get("outdir_grids") or opts.get(f"outdir_{kind}_grids")
         if not os.path.isabs(outdir):
             outdir = os.path.join(self.paths.data_dir, outdir)
-        return save_generated_image(
+        return save_grid(
             grid, outdir, seed, prompt, text if opts.get("enable_pnginfo") else None,
-            fmt=opts.get("grid_format") or "png", save_to_dirs=bool(opts.get("grid_save_to_dirs")),
+            fmt=opts.get("grid_format") or "png", grid_save_to_dirs=bool(opts.get("grid_save_to_dirs")),
+            grid_extended_filename=bool(opts.get("grid_extended_filename")), save_to_dirs=bool(opts.get("save_to_dirs")),
             directories_filename_pattern=opts.get("directories_filename_pattern") or "[date]",
-            samples_filename_pattern="grid", add_number=True, jpeg_quality=int(opts.get("jpeg_quality")),
+            samples_filename_pattern=opts.get("samples_filename_pattern") or "", jpeg_quality=int(opts.get("jpeg_quality")),
         )
 
     # -- per-request scopes ------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Reproduces:
 
 * ``modules/images.py``: ``resize_image`` (modes 0 Just resize, 1 Crop and resize, 2 Resize and fill), ``flatten``,
-  ``image_grid``.
+  (``image_grid`` lives in webui.core.images).
 * ``modules/masking.py``: ``get_crop_region_v2``, ``get_crop_region``, ``expand_crop_region``, ``fill``.
 * ``modules/processing.py``: ``create_binary_mask``, the mask blur, ``overlay_images`` / ``paste_to`` /
   ``mask_for_overlay`` and the init image of ``StableDiffusionProcessingImg2Img.init`` (``prepare_inpaint``,
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageColor, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 __all__ = [
     "LANCZOS",
@@ -52,7 +52,6 @@ __all__ = [
     "get_crop_region",
     "get_crop_region_v2",
     "hires_target",
-    "image_grid",
     "img2img_steps",
     "inpainting_image_conditioning",
     "latent_masks",
@@ -181,56 +180,6 @@ def flatten(img: Image.Image, bgcolor: str = "#ffffff") -> Image.Image:
         img = background
 
     return img.convert("RGB")
-
-
-def image_grid(
-    imgs: Sequence[Image.Image],
-    batch_size: int = 1,
-    rows: int | None = None,
-    n_rows_option: int = -1,
-    *,
-    prevent_empty_spots: bool = False,
-    background_color: str = "#ffffff",
-) -> Image.Image:
-    """A1111 ``images.image_grid``.
-
-    ``n_rows_option`` is the ``n_rows`` setting (-1 autodetect: round(sqrt(n)) rows, or with
-    ``prevent_empty_spots`` (``grid_prevent_empty_spots``) the largest divisor of n not above sqrt(n); 0: batch_size
-    rows; >0: that many rows), used only when ``rows`` is None. Rows are capped at the image count. Cells take the
-    largest width and height; smaller images are centred in their cell on ``background_color``
-    (``grid_background_color``).
-    """
-    if not imgs:
-        raise ValueError("image_grid needs at least one image")
-    if rows is None:
-        if n_rows_option > 0:
-            rows = n_rows_option
-        elif n_rows_option == 0:
-            rows = batch_size
-        elif prevent_empty_spots:
-            rows = math.floor(math.sqrt(len(imgs)))
-            while len(imgs) % rows != 0:
-                rows -= 1
-        else:
-            rows = round(math.sqrt(len(imgs)))
-    rows = min(rows, len(imgs))
-
-    cols = math.ceil(len(imgs) / rows)
-
-    w, h = map(max, zip(*(img.size for img in imgs)))
-    grid = Image.new("RGB", size=(cols * w, rows * h), color=ImageColor.getcolor(background_color, "RGB"))
-
-    for i, img in enumerate(imgs):
-        img_w, img_h = img.size
-        w_offset = 0 if img_w == w else (w - img_w) // 2
-        h_offset = 0 if img_h == h else (h - img_h) // 2
-        grid.paste(img, box=(i % cols * w + w_offset, i // cols * h + h_offset))
-
-    return grid
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# masks (processing.py, masking.py)
 
 
 def create_binary_mask(image: Image.Image, round: bool = True) -> Image.Image:

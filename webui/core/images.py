@@ -70,14 +70,16 @@ def encode_image(
     infotext: str | None,
     jpeg_quality: int = 80,
     webp_lossless: bool = False,
+    exif_always: bool = True,
 ) -> bytes:
     """Encode ``image`` as ``fmt`` (png, jpg, jpeg, webp; case-insensitive) with the infotext as metadata.
 
     PNG: every str->str entry of ``image.info`` becomes a text chunk, and ``infotext`` (when not None) the
     ``parameters`` chunk. JPEG/WebP: RGBA/P converted to RGB; the infotext (else ``image.info['parameters']``, else "")
-    goes in the EXIF UserComment, UTF-16 "unicode" encoding. ``jpeg_quality`` is option jpeg_quality; WebP is lossy
-    unless ``webp_lossless`` (A1111 v1.10.1's API is always lossy; its saved files honour the option).
-    Raises InvalidImageFormat for any other format.
+    goes in the EXIF UserComment, UTF-16 "unicode" encoding, as A1111's API always writes it; with
+    ``exif_always=False`` (A1111's saved files: save_image_with_geninfo) a None infotext writes no EXIF at all.
+    ``jpeg_quality`` is option jpeg_quality; WebP is lossy unless ``webp_lossless`` (A1111 v1.10.1's API is always
+    lossy; its saved files honour the option). Raises InvalidImageFormat for any other format.
     """
     kind = fmt.lower()
     out = io.BytesIO()
@@ -92,15 +94,15 @@ def encode_image(
                 pnginfo.add_text(k, v)
         image.save(out, format="PNG", pnginfo=pnginfo)
     elif kind in ("jpg", "jpeg", "webp"):
-        text = infotext if infotext is not None else image.info.get("parameters")
-        if not isinstance(text, str):
-            text = ""
-        exif = _exif_user_comment(text)
+        extra: dict[str, Any] = {}
+        if infotext is not None or exif_always:
+            text = infotext if infotext is not None else image.info.get("parameters")
+            extra["exif"] = _exif_user_comment(text if isinstance(text, str) else "")
         rgb = _to_rgb_for_lossy(image, kind)
         if kind == "webp":
-            rgb.save(out, format="WEBP", exif=exif, quality=jpeg_quality, lossless=webp_lossless)
+            rgb.save(out, format="WEBP", quality=jpeg_quality, lossless=webp_lossless, **extra)
         else:
-            rgb.save(out, format="JPEG", exif=exif, quality=jpeg_quality)
+            rgb.save(out, format="JPEG", quality=jpeg_quality, **extra)
     else:
         raise InvalidImageFormat(fmt)
     return out.getvalue()
@@ -229,8 +231,10 @@ def save_image_atomic(
 
     The bytes go to a temporary file in the same folder which is then ``os.replace``d onto ``path`` (A1111 writes
     ``<name>.tmp`` and renames it), so a reader or a killed process never sees half a file. Creates the folder.
+    As in A1111's saved files, a JPEG/WebP saved without infotext carries no EXIF (``exif_always`` False).
     """
     path = os.fspath(path)
+    kw.setdefault("exif_always", False)
     data = encode_image(image, fmt, infotext, **kw)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

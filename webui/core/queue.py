@@ -10,7 +10,6 @@ A failing job fails only its own Future: the worker keeps serving.
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import random
 import string
@@ -105,34 +104,6 @@ def latents_to_preview_images(latents, sdxl: bool = False) -> list:
     x = torch.clamp(cheap_approximation(latents, sdxl) * 0.5 + 0.5, min=0.0, max=1.0)
     arr = (255.0 * x.permute(0, 2, 3, 1)).to(device="cpu", dtype=torch.uint8).numpy()
     return [Image.fromarray(a) for a in arr]
-
-
-def image_grid(images: list, n_rows: int = -1, prevent_empty_spots: bool = False, batch_size: int = 1):
-    """A1111 ``images.image_grid``: rows from option n_rows (-1 autodetect, 0 = batch size), black background."""
-    from PIL import Image
-
-    if n_rows > 0:
-        rows = n_rows
-    elif n_rows == 0:
-        rows = batch_size
-    elif prevent_empty_spots:
-        rows = math.floor(math.sqrt(len(images)))
-        while len(images) % rows != 0:
-            rows -= 1
-    else:
-        rows = round(math.sqrt(len(images)))
-    rows = min(rows, len(images))
-    cols = math.ceil(len(images) / rows)
-    w, h = images[0].size
-    grid = Image.new("RGB", size=(cols * w, rows * h), color="black")
-    for i, im in enumerate(images):
-        grid.paste(im, box=(i % cols * w, i // cols * h))
-    return grid
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# progress (A1111 shared_state.State)
-# --------------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -233,8 +204,10 @@ class ProgressTracker:
         try:
             images = latents_to_preview_images(latent.detach(), sdxl=str(self.model_arch() or "").startswith("SDXL"))
             if self.options("show_progress_grid") and len(images) > 1:
-                image = image_grid(images, int(self.options("n_rows")), bool(self.options("grid_prevent_empty_spots")),
-                                   batch_size=len(images))
+                from webui.core.images import image_grid
+
+                image = image_grid(images, batch_size=len(images), n_rows=int(self.options("n_rows")),
+                                   grid_prevent_empty_spots=bool(self.options("grid_prevent_empty_spots")))
             else:
                 image = images[0]
         except Exception:  # a preview must never break the generation (A1111 records and ignores it too)

@@ -197,4 +197,19 @@ def png_info(body: PNGInfoRequest, request: Request) -> PNGInfoResponse:
         infotext_styles=settings.get("infotext_styles"),
         use_old_hires_fix_width_height=bool(settings.get("use_old_hires_fix_width_height")),
     )
+    # the built-in Lora extension's paste callbacks (spec §8.1): old AddNet fields become tags, Lora hashes
+    # rewrite tags to the names this server knows the files by
+    from webui.core.infotext import infotext_pasted
+
+    state = _state(request)
+    lookup = None
+    if state.loras is not None:
+        preferred = settings.get("lora_preferred_name")
+        table = {}
+        for lora in state.loras.list():
+            short = state.loras.shorthash(lora, compute=False)
+            if short:
+                table[short] = state.loras.prompt_name(lora, preferred)
+        lookup = table.get
+    infotext_pasted(params, lookup)
     return PNGInfoResponse(info=geninfo, items=_jsonable(items), parameters=_jsonable(params))

@@ -89,6 +89,11 @@ def parse_units(alwayson_scripts: Mapping[str, Any] | None, *,
         raise ControlNetError("alwayson_scripts.controlnet: expected {\"args\": [unit, ...]}")
     if args is None:
         return ()
+    if isinstance(args, Mapping) and args and all(str(k).lstrip("-").isdigit() for k in args):
+        # the dict form some clients send: {"0": unit, "1": unit} (A1111 script args keyed by position)
+        args = [args[k] for k in sorted(args, key=lambda k: int(k))]
+    elif isinstance(args, Mapping) and _looks_like_unit(args):
+        args = [args]  # a single unit given as the args object
     if not isinstance(args, (list, tuple)):
         raise ControlNetError("alwayson_scripts.controlnet.args: expected a list of ControlNet units")
     decode = decode_image or decode_base64_bytes
@@ -331,3 +336,7 @@ def unit_from_infotext(text: str) -> ControlNetUnit:
     """ControlNetUnit.parse: an enabled unit with the fields an infotext carries (for pasting into the UI)."""
     fields = {k: v for k, v in parse_unit_infotext(text).items() if k in INFOTEXT_FIELDS}
     return parse_unit({"enabled": True, **fields})
+
+
+def _looks_like_unit(value: Mapping) -> bool:
+    return any(k in value for k in ("module", "model", "image", "input_image", "enabled"))
