@@ -111,3 +111,18 @@ def test_listings_of_issue_03(client, data_dir):
     text = json.loads(r.json()["info"])["infotexts"][0]
     assert 'Lora hashes: "mylora: ' in text and "Clip skip: 2" in text
     assert "clip_skip" not in r.json()["parameters"]  # the echo stays A1111's model
+
+
+def test_infotext_fills_the_fields_the_json_left_out(client):
+    infotext = ("a dog in the rain\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, Schedule type: Karras, "
+                "CFG scale: 5.5, Seed: 42, Size: 64x48, Clip skip: 2, Version: v1.10.1")
+    r = client.post("/sdapi/v1/txt2img", json={"infotext": infotext, "prompt": "a cat", "seed": 7})
+    assert r.status_code == 200, r.text
+    p = r.json()["parameters"]
+    assert (p["prompt"], p["negative_prompt"], p["steps"], p["cfg_scale"], p["width"], p["height"]) == (
+        "a cat", "blurry", 2, 5.5, 64, 48)
+    assert p["seed"] == 7 and p["sampler_name"] == "Euler a" and p["scheduler"] == "Karras"
+    assert str(p["override_settings"]["CLIP_stop_at_last_layers"]) == "2"  # as A1111: settings named in it
+    text = json.loads(r.json()["info"])["infotexts"][0]
+    assert text.startswith("a cat\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, Schedule type: Karras,")
+    assert "Seed: 7," in text and "Clip skip: 2" in text

@@ -27,6 +27,7 @@ def extra_ckpts(tmp_path_factory):
     write_tiny_checkpoint(str(d / "tiny-sd15-other.safetensors"), "SD1", seed=11)
     write_tiny_checkpoint(str(d / "tiny-sd15-inpainting.safetensors"), "SD1", seed=12, in_channels=9)
     write_tiny_checkpoint(str(d / "tiny-ip2p.safetensors"), "SD1", seed=13, in_channels=8)
+    write_tiny_checkpoint(str(d / "tiny-sdxl-refiner.safetensors"), "SDXL-refiner", seed=14)
     return d
 
 
@@ -256,3 +257,18 @@ def test_instruct_pix2pix_image_cfg_scale(state):
     assert calls[0][:2] == (2, 8) and calls[-1][:2] == (3, 8)  # cond+uncond, then cond/image/uncond
     assert "Image CFG scale: 1.5" in edit.infotexts[0]
     assert _arr(plain.images[0]).tobytes() != _arr(edit.images[0]).tobytes()
+
+
+def test_sdxl_base_to_sdxl_refiner(state):
+    """SDXL base -> SDXL refiner: the refiner's own text encoder and aesthetic-score conditioning take over on the
+    same latents; also in the hires pass when option hires_fix_refiner_pass says so."""
+    res = _gen(state, checkpoint="tiny-sdxl", width=64, height=64, steps=4,
+               refiner=RefinerOptions(checkpoint="tiny-sdxl-refiner", switch_at=0.5))
+    assert res.images[0].size == (64, 64)
+    params = parse_generation_parameters(res.infotexts[0])
+    assert params["Refiner"].startswith("tiny-sdxl-refiner [") and params["Model"] == "tiny-sdxl"
+    hr = _gen(state, checkpoint="tiny-sdxl", width=32, height=32, steps=2, denoising_strength=0.5,
+              hires=HiresOptions(scale=2, upscaler="Latent"),
+              refiner=RefinerOptions(checkpoint="tiny-sdxl-refiner", switch_at=0.5),
+              override_settings={"hires_fix_refiner_pass": "second pass"})
+    assert hr.images[0].size == (64, 64) and "Refiner: tiny-sdxl-refiner" in hr.infotexts[0]

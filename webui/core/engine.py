@@ -408,7 +408,7 @@ class Engine:
                 f"{field_name}: no checkpoint named {name!r}; available: {', '.join(self.registry.titles()) or '(none)'}",
                 field_name,
             )
-        return info
+        return self.registry.ensure_hash(info)  # its short title goes in the infotext before it is loaded
 
     def _plan_pass(self, request, pipe, comp, opts, sampler_name, scheduler, steps, img2img: bool, denoising):
         """Sampler run for one pass. img2img passes (img2img, the hires pass) take A1111's setup_img2img_steps:

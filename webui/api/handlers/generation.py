@@ -15,6 +15,7 @@ from webui.api.models import (
     StableDiffusionImg2ImgProcessingAPI,
     StableDiffusionTxt2ImgProcessingAPI,
     TextToImageResponse,
+    apply_infotext,
     limit_problems,
     to_request,
 )
@@ -139,6 +140,8 @@ def _png_bytes(image) -> bytes:
 
 async def _generate(body, request: Request, response: Response, mode: str, **images) -> tuple[list, dict, str]:
     state: AppState = request.app.state.webui
+    echo = body.model_dump()
+    body = apply_infotext(body, state.settings)  # spec §6.5: fields the JSON left out come from the infotext
     task_id = body.force_task_id or new_task_id(mode)
     overrides = check_request(state, body, mode)
     units = await asyncio.to_thread(_controlnet_units, state, body)
@@ -168,4 +171,5 @@ async def _generate(body, request: Request, response: Response, mode: str, **ima
                 for im, text in zip(result.images, result.infotexts)
             ]
         )
-    return images, body.model_dump(), info_json(result.info)
+    echo.update(body.model_dump())
+    return images, echo, info_json(result.info)
