@@ -133,7 +133,7 @@ def test_variation_seed_and_rng_infotext(state):
     res = _gen(state, seed=10, subseed=20, subseed_strength=0.5, seed_resize_from_w=128, seed_resize_from_h=64,
                batch_size=2, override_settings={"randn_source": "CPU", "eta_noise_seed_delta": 31337})
     assert res.seeds == [10, 10] and res.subseeds == [20, 21]  # variation: same seed, subseed+i
-    text = res.infotexts[1]
+    text = res.infotexts[res.info["index_of_first_image"] + 1]  # the second image (after the grid)
     assert "Seed: 10," in text and "Variation seed: 21, Variation seed strength: 0.5" in text
     assert "Seed resize from: 128x64" in text and "ENSD: 31337" in text and "RNG: CPU" in text
     from webui.core.infotext import parse_generation_parameters
