@@ -38,7 +38,7 @@ def test_every_route_needs_api_auth(data_dir):
         guarded = [(p, m) for p, m in routes if p not in PUBLIC]
         assert {p for p, _ in guarded} >= {"/sdapi/v1/txt2img", "/sdapi/v1/options", "/sdapi/v1/progress",
                                            "/internal/progress", "/internal/pending-tasks"}
-        assert all(p.startswith(("/sdapi/", "/internal/")) for p, _ in guarded), guarded
+        assert all(p.startswith(("/sdapi/", "/internal/", "/controlnet/")) for p, _ in guarded), guarded
         bad_b64 = {"Authorization": "Basic %%%not-base64"}
         no_colon = {"Authorization": "Basic " + base64.b64encode(b"alice").decode()}
         for path, method in guarded:
@@ -102,8 +102,8 @@ def _refs(schema):
             yield from _refs(v)
 
 
-@pytest.mark.parametrize("path", ["/sdapi/v1/version", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image",
-                                  "/sdapi/v1/interrogate", "/sdapi/v1/train/embedding", "/controlnet/model_list"])
+@pytest.mark.parametrize("path", ["/sdapi/v1/version", "/sdapi/v1/interrogate", "/sdapi/v1/train/embedding",
+                                  "/sdapi/v1/create/embedding", "/sdapi/v1/create/hypernetwork"])
 def test_later_features_are_absent(client, path):
     assert client.post(path, json={}).status_code in (404, 405)
     assert client.get(path).status_code in (404, 405)
@@ -231,7 +231,9 @@ def test_cmd_flags_memory_scripts(data_dir):
 
         if not torch.cuda.is_available():
             assert mem["cuda"] == {"error": "unavailable"}
-        assert c.get("/sdapi/v1/scripts", auth=("u", "p")).json() == {"txt2img": [], "img2img": []}
+        # the built-in ControlNet is an always-on script of both tabs, listed lower-cased as A1111 lists titles
+        assert c.get("/sdapi/v1/scripts", auth=("u", "p")).json() == {"txt2img": ["controlnet"],
+                                                                      "img2img": ["controlnet"]}
         assert c.get("/sdapi/v1/script-info", auth=("u", "p")).json() == []
         assert [m["name"] for m in c.get("/sdapi/v1/latent-upscale-modes", auth=("u", "p")).json()] == [
             "Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
