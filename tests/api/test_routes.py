@@ -234,7 +234,9 @@ def test_cmd_flags_memory_scripts(data_dir):
         # the built-in ControlNet is an always-on script of both tabs, listed lower-cased as A1111 lists titles
         assert c.get("/sdapi/v1/scripts", auth=("u", "p")).json() == {"txt2img": ["controlnet"],
                                                                       "img2img": ["controlnet"]}
-        assert c.get("/sdapi/v1/script-info", auth=("u", "p")).json() == []
+        infos = c.get("/sdapi/v1/script-info", auth=("u", "p")).json()
+        assert [(i["name"], i["is_alwayson"], i["is_img2img"]) for i in infos] == [
+            ("controlnet", True, False), ("controlnet", True, True)]
         assert [m["name"] for m in c.get("/sdapi/v1/latent-upscale-modes", auth=("u", "p")).json()] == [
             "Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
             "Latent (nearest-exact)"]

@@ -127,7 +127,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        if not request.url.path.startswith(("/sdapi/", "/internal/")) or exc.status_code in (404, 405) and _is_routing(exc):
+        if not request.url.path.startswith(("/sdapi/", "/internal/", "/controlnet/")) or exc.status_code in (404, 405) and _is_routing(exc):
             return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
         return error_response(exc.status_code, "HTTPException", exc.detail, "", headers=exc.headers)
 
