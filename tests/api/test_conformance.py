@@ -89,7 +89,7 @@ def test_webuiapi_lists(api):
     assert api.util_get_scheduler_names()[0] == "align_your_steps"
     models = api.get_sd_models()
     assert {m["model_name"] for m in models} == {"tiny-sd15", "sd2_tiny-sd2-v"}
-    assert api.get_scripts() == {"txt2img": [], "img2img": []}
+    assert api.get_scripts() == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
     assert [m["name"] for m in api.get_latent_upscale_modes()][:2] == ["Latent", "Latent (antialiased)"]
     mem = api.get_memory()
     assert set(mem["ram"]) == {"free", "used", "total"} and mem["ram"]["used"] > 0
@@ -311,7 +311,9 @@ def test_absurd_sizes_are_refused_before_queueing(http, server):
     ({"override_settings": {"CLIP_stop_at_last_layers": "two"}}, "CLIP_stop_at_last_layers", 422),
     ({"override_settings": {"samples_format": "gif"}}, "png, jpg, jpeg, webp", 422),
     ({"override_settings": {"no_such_option": 1}}, "no_such_option", 400),
-    ({"alwayson_scripts": {"ControlNet": {"args": [{"module": "canny", "weight": 1}]}}}, "ControlNet", 422),
+    ({"alwayson_scripts": {"ADetailer": {"args": [{"ad_model": "face_yolov8n.pt"}]}}}, "ADetailer", 422),
+    ({"alwayson_scripts": {"ControlNet": {"args": [{"enabled": True, "module": "canny", "model": "nope"}]}}},
+     "nope", 422),
     ({"alwayson_scripts": {"ADetailer": {"args": [True, False]}}}, "ADetailer", 422),
     ({"script_name": "x/y/z plot", "script_args": [1, 2]}, "x/y/z plot", 422),
 ])
@@ -321,8 +323,11 @@ def test_bad_txt2img_fields_name_the_field(http, body, field, status):
 
 
 def test_unknown_script_is_a1111s_422(http):
-    err = _a1111_error(http.post("/sdapi/v1/txt2img", json={"alwayson_scripts": {"ControlNet": {"args": []}}}), 422)
-    assert err["error"] == "HTTPException" and err["detail"] == "Script 'ControlNet' not found"
+    err = _a1111_error(http.post("/sdapi/v1/txt2img", json={"alwayson_scripts": {"ADetailer": {"args": []}}}), 422)
+    assert err["error"] == "HTTPException" and err["detail"] == "Script 'ADetailer' not found"
+    # the built-in ControlNet is a known always-on script: no units is no control, not an error
+    assert http.post("/sdapi/v1/txt2img", json={"steps": 1, "width": 64, "height": 64,
+                                                "alwayson_scripts": {"ControlNet": {"args": []}}}).status_code == 200
 
 
 def test_malformed_json_and_wrong_body_types(http):

@@ -1,0 +1,584 @@
+"""Controls that txt2img and img2img share (A1111 ``ui_toprow.Toprow``, the sampler/size/seed rows, the output panel)
+and the Generate wiring: build the request with the tab's ``to_request``, submit it to the shared queue, show the
+progress bar and live preview while it runs, then the gallery and infotext -- or a readable error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from webui.ui import common
+
+log = logging.getLogger(__name__)
+
+#: A1111's tab names for the send-to buttons and paste targets.
+SEND_TARGETS = ("img2img", "inpaint", "extras")
+
+#: Slider limits of A1111's generation tabs (ui.py).
+MAX_SIDE = 2048
+MAX_STEPS = 150
+
+
+@dataclass
+class OutputPanel:
+    """A1111 ``ui_common.create_output_panel``: gallery, infotext, log, buttons."""
+
+    gallery: Any
+    preview: Any
+    progress: Any
+    generation_info: Any
+    html_info: Any
+    html_log: Any
+    selected_index: Any
+    download: Any
+    buttons: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TabUi:
+    """What a generation tab exposes to ``blocks.py`` for cross-tab wiring (send-to, paste)."""
+
+    name: str
+    form: common.Form
+    output: OutputPanel | None = None
+    paste_fields: list = field(default_factory=list)
+    image_target: Any = None  # where "send to <tab>" puts the image
+    tab_id: str = ""
+    toprow: Any = None  # the prompt row (its ↙ paste button)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# choices
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def sampler_choices(state) -> list[str]:
+    from webui.core.samplers import sampler_names
+
+    hidden = set(state.settings.get("hide_samplers") or ())
+    return [n for n in sampler_names() if n not in hidden]
+
+
+def scheduler_choices() -> list[str]:
+    from pipelines.schedules import SCHEDULERS
+
+    return [s.label for s in SCHEDULERS]
+
+
+def checkpoint_titles(state) -> list[str]:
+    return list(state.registry.titles())
+
+
+def current_checkpoint(state) -> str | None:
+    """The title the top bar shows: the loaded model's, else the stored option's, else the first file's."""
+    current = state.engine.current_model()
+    if current is not None:
+        return current.info.title
+    stored = state.settings.get("sd_model_checkpoint")
+    info = state.registry.resolve(stored) if stored else None
+    if info is None and stored:
+        info = state.registry.closest(stored)
+    if info is None:
+        models = state.registry.list()
+        info = models[0] if models else None
+    return info.title if info is not None else None
+
+
+def upscaler_names(state) -> list[str]:
+    """Pixel upscalers the engine's hires pass knows (the extras upscalers when wired, else Lanczos and Nearest)."""
+    ups = getattr(state.engine, "upscalers", None)
+    if ups is not None:
+        try:
+            return [u.name for u in ups.list(state.settings)]
+        except Exception:  # a broken model folder must not break the page
+            log.exception("listing upscalers failed")
+    return ["None", "Lanczos", "Nearest"]
+
+
+def hires_upscalers(state) -> list[str]:
+    from webui.core.imageops import LATENT_UPSCALE_MODES
+
+    return [*LATENT_UPSCALE_MODES, *[n for n in upscaler_names(state) if n not in LATENT_UPSCALE_MODES]]
+
+
+def style_names(state) -> list[str]:
+    return [s.name for s in state.styles.list()] if state.styles is not None else []
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the prompt row
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Toprow:
+    prompt: Any
+    negative_prompt: Any
+    styles: Any
+    generate: Any
+    interrupt: Any
+    skip: Any
+    paste: Any
+    clear: Any
+    apply_styles: Any
+    token_counter: Any
+    negative_token_counter: Any
+    task_id: Any
+
+
+def toprow(state, form: common.Form, tab: str) -> Toprow:
+    with gr.Row(elem_id=f"{tab}_toprow", equal_height=False):
+        with gr.Column(scale=6):
+            prompt = form.add("prompt", gr.Textbox(label="Prompt", elem_id=f"{tab}_prompt", lines=3,
+                                                   placeholder="Prompt\n(Press Ctrl+Enter to generate)"))
+            token_counter = gr.HTML("<span class='token-count'>0/75</span>", elem_id=f"{tab}_token_counter",
+                                    elem_classes=["token-counter"])
+            negative = form.add("negative_prompt", gr.Textbox(label="Negative prompt", lines=2,
+                                                              elem_id=f"{tab}_neg_prompt", placeholder="Negative prompt"))
+            negative_counter = gr.HTML("<span class='token-count'>0/75</span>", elem_id=f"{tab}_negative_token_counter",
+                                       elem_classes=["token-counter"])
+        with gr.Column(scale=1, min_width=180, elem_id=f"{tab}_actions_column"):
+            with gr.Row():
+                interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", visible=False, variant="stop")
+                skip = gr.Button("Skip", elem_id=f"{tab}_skip", visible=False)
+                generate = gr.Button("Generate", elem_id=f"{tab}_generate", variant="primary")
+            with gr.Row():
+                paste = gr.Button("↙️", elem_id=f"{tab}_paste", min_width=40, scale=0,
+                                  elem_classes=["tool"])
+                clear = gr.Button("🗑️", elem_id=f"{tab}_clear_prompt", min_width=40, scale=0, elem_classes=["tool"])
+                apply_styles = gr.Button("📋", elem_id=f"{tab}_style_apply", min_width=40, scale=0,
+                                         elem_classes=["tool"])
+            styles = form.add("styles", gr.Dropdown(label="Styles", choices=style_names(state), value=[],
+                                                    multiselect=True, elem_id=f"{tab}_styles"))
+    task_id = gr.Textbox(visible=False, elem_id=f"{tab}_task_id")
+    row = Toprow(prompt, negative, styles, generate, interrupt, skip, paste, clear, apply_styles, token_counter,
+                 negative_counter, task_id)
+
+    def apply(prompt_text, negative_text, chosen):
+        """A1111's 📋: write the chosen styles into the prompts and clear the selection."""
+        if not chosen or state.styles is None:
+            return gr.update(), gr.update(), gr.update()
+        return (state.styles.apply_styles_to_prompt(prompt_text, chosen),
+                state.styles.apply_negative_styles_to_prompt(negative_text, chosen), [])
+
+    apply_styles.click(apply, [prompt, negative, styles], [prompt, negative, styles], show_progress="hidden")
+    clear.click(lambda: ("", ""), None, [prompt, negative], show_progress="hidden")
+    interrupt.click(lambda t: _interrupt(state, t), [task_id], None, show_progress="hidden", concurrency_limit=None,
+                    queue=False)
+    skip.click(lambda t: _skip(state, t), [task_id], None, show_progress="hidden", concurrency_limit=None,
+               queue=False)
+    return row
+
+
+def connect_token_counters(state, row: Toprow, steps) -> None:
+    """A1111's token counters: N/75 after each edit (and when steps change, for prompt editing)."""
+
+    def pos(text, n, styles):
+        return common.token_counter_html(state, text, n, styles, is_positive=True)
+
+    def neg(text, n, styles):
+        return common.token_counter_html(state, text, n, styles, is_positive=False)
+
+    for trigger in (row.prompt.change, steps.release):
+        trigger(pos, [row.prompt, steps, row.styles], [row.token_counter], show_progress="hidden",
+                trigger_mode="always_last", queue=False)
+    row.negative_prompt.change(neg, [row.negative_prompt, steps, row.styles], [row.negative_token_counter],
+                               show_progress="hidden", trigger_mode="always_last", queue=False)
+
+
+def _interrupt(state, task_id: str) -> None:
+    """Interrupt this tab's task: stopped when running (it still returns what it made), cancelled when queued."""
+    if task_id:
+        state.queue.interrupt(task_id)
+
+
+def _skip(state, task_id: str) -> None:
+    """Skip the current batch of this tab's task (only when it is the one running)."""
+    if task_id and state.queue.current_task == task_id:
+        state.queue.skip()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the settings column
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def sampler_row(state, form: common.Form, tab: str):
+    with gr.Row(elem_id=f"{tab}_sampling_row"):
+        form.add("sampler_name", gr.Dropdown(label="Sampling method", choices=sampler_choices(state),
+                                             value="DPM++ 2M", elem_id=f"{tab}_sampling"))
+        form.add("scheduler", gr.Dropdown(label="Schedule type", choices=scheduler_choices(), value="Automatic",
+                                          elem_id=f"{tab}_scheduler"))
+        steps = form.add("steps", gr.Slider(minimum=1, maximum=MAX_STEPS, step=1, value=20, label="Sampling steps",
+                                            elem_id=f"{tab}_steps"))
+    return steps
+
+
+def size_rows(form: common.Form, tab: str, *, with_batch: bool = True):
+    with gr.Row():
+        with gr.Column(scale=4):
+            width = form.add("width", gr.Slider(minimum=64, maximum=MAX_SIDE, step=8, value=512, label="Width",
+                                                elem_id=f"{tab}_width"))
+            height = form.add("height", gr.Slider(minimum=64, maximum=MAX_SIDE, step=8, value=512, label="Height",
+                                                  elem_id=f"{tab}_height"))
+        swap = gr.Button("⇅", elem_id=f"{tab}_res_switch_btn", min_width=40, scale=0, elem_classes=["tool"])
+        if with_batch:
+            with gr.Column(scale=2):
+                form.add("n_iter", gr.Slider(minimum=1, maximum=100, step=1, value=1, label="Batch count",
+                                             elem_id=f"{tab}_batch_count"))
+                form.add("batch_size", gr.Slider(minimum=1, maximum=8, step=1, value=1, label="Batch size",
+                                                 elem_id=f"{tab}_batch_size"))
+    swap.click(lambda w, h: (h, w), [width, height], [width, height], show_progress="hidden", queue=False)
+    return width, height
+
+
+def batch_rows(form: common.Form, tab: str):
+    with gr.Row():
+        form.add("n_iter", gr.Slider(minimum=1, maximum=100, step=1, value=1, label="Batch count",
+                                     elem_id=f"{tab}_batch_count"))
+        form.add("batch_size", gr.Slider(minimum=1, maximum=8, step=1, value=1, label="Batch size",
+                                         elem_id=f"{tab}_batch_size"))
+
+
+def cfg_row(form: common.Form, tab: str):
+    form.add("cfg_scale", gr.Slider(minimum=1.0, maximum=30.0, step=0.5, value=7.0, label="CFG Scale",
+                                    elem_id=f"{tab}_cfg_scale"))
+
+
+def seed_rows(form: common.Form, tab: str):
+    """A1111 ``create_seed_inputs``: seed with 🎲 (-1) and ♻️ (last seed), and the Extra variation-seed controls."""
+    with gr.Row(elem_id=f"{tab}_seed_row"):
+        seed = form.add("seed", gr.Number(label="Seed", value=-1, precision=0, elem_id=f"{tab}_seed", scale=4))
+        random_seed = gr.Button("🎲️", elem_id=f"{tab}_random_seed", min_width=40, scale=0, elem_classes=["tool"])
+        reuse_seed = gr.Button("♻️", elem_id=f"{tab}_reuse_seed", min_width=40, scale=0, elem_classes=["tool"])
+        extra = gr.Checkbox(label="Extra", value=False, elem_id=f"{tab}_subseed_show", scale=1)
+    with gr.Group(visible=False, elem_id=f"{tab}_seed_extras") as extras:
+        with gr.Row():
+            subseed = form.add("subseed", gr.Number(label="Variation seed", value=-1, precision=0,
+                                                    elem_id=f"{tab}_subseed", scale=4))
+            random_subseed = gr.Button("🎲️", elem_id=f"{tab}_random_subseed", min_width=40, scale=0,
+                                       elem_classes=["tool"])
+            reuse_subseed = gr.Button("♻️", elem_id=f"{tab}_reuse_subseed", min_width=40, scale=0,
+                                      elem_classes=["tool"])
+            form.add("subseed_strength", gr.Slider(label="Variation strength", value=0.0, minimum=0, maximum=1,
+                                                   step=0.01, elem_id=f"{tab}_subseed_strength", scale=4))
+        with gr.Row():
+            form.add("seed_resize_from_w", gr.Slider(minimum=0, maximum=MAX_SIDE, step=8, label="Resize seed from width",
+                                                     value=0, elem_id=f"{tab}_seed_resize_from_w"))
+            form.add("seed_resize_from_h", gr.Slider(minimum=0, maximum=MAX_SIDE, step=8,
+                                                     label="Resize seed from height", value=0,
+                                                     elem_id=f"{tab}_seed_resize_from_h"))
+    form.add("seed_extras", extra)
+    random_seed.click(lambda: -1, None, seed, show_progress="hidden", queue=False)
+    random_subseed.click(lambda: -1, None, subseed, show_progress="hidden", queue=False)
+    extra.change(lambda v: gr.update(visible=bool(v)), extra, extras, show_progress="hidden", queue=False)
+    return seed, subseed, reuse_seed, reuse_subseed, extra, extras
+
+
+def connect_reuse_seed(seed, reuse, output: OutputPanel, *, is_subseed: bool) -> None:
+    """A1111 ``connect_reuse_seed``: the seed of the selected image of the last generation (-1 when none)."""
+
+    def reuse_fn(info_json, index):
+        try:
+            info = json.loads(info_json or "{}")
+        except ValueError:
+            return -1
+        seeds = info.get("all_subseeds" if is_subseed else "all_seeds") or []
+        if not seeds:
+            return info.get("subseed" if is_subseed else "seed", -1) or -1
+        first = int(info.get("index_of_first_image", 0))
+        i = int(index or 0) - first
+        return seeds[i] if 0 <= i < len(seeds) else seeds[0]
+
+    reuse.click(reuse_fn, [output.generation_info, output.selected_index], seed, show_progress="hidden", queue=False)
+
+
+def script_dropdown(form: common.Form, tab: str):
+    """A1111's Script dropdown: only "None" until scripts exist (the API lists no selectable script either)."""
+    form.add("script", gr.Dropdown(label="Script", choices=["None"], value="None", elem_id=f"{tab}_script",
+                                   interactive=True))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ControlNet (sd-webui-controlnet's accordion; one unit)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def controlnet_available(state) -> str | None:
+    """None when the engine can run ControlNet units, else why not (shown instead of a control that does nothing)."""
+    if getattr(state.engine, "controlnet", None) is None:
+        return "ControlNet is not available: the engine has no ControlNet model registry."
+    return None
+
+
+def controlnet_accordion(state, form: common.Form, tab: str) -> None:
+    """The first ControlNet unit's controls (sd-webui-controlnet's labels); the request carries it as
+    ``GenerationRequest.controlnet`` and the engine runs it. Disabled, with the reason, when ControlNet is missing."""
+    why = controlnet_available(state)
+    modules, models = ["none"], ["None"]
+    if why is None:
+        try:
+            from webui.core.controlnet import module_list
+
+            modules = module_list() or ["none"]
+            models = ["None", *state.engine.controlnet.model_list()]
+        except Exception as e:  # a broken model folder must not break the page
+            why = f"ControlNet is not available: {type(e).__name__}: {e}"
+    with gr.Accordion("ControlNet", open=False, elem_id=f"{tab}_controlnet"):
+        if why:
+            gr.HTML(f"<div class='webui-notice'>{common.plaintext_to_html(why)}</div>",
+                    elem_id=f"{tab}_controlnet_notice")
+        interactive = why is None
+        with gr.Row():
+            form.add("cn_enabled", gr.Checkbox(label="Enable", value=False, interactive=interactive,
+                                               elem_id=f"{tab}_cn_enabled"))
+            form.add("cn_pixel_perfect", gr.Checkbox(label="Pixel Perfect", value=False, interactive=interactive))
+            form.add("cn_low_vram", gr.Checkbox(label="Low VRAM", value=False, interactive=interactive))
+        form.add("cn_image", gr.Image(label="ControlNet image", type="pil", image_mode="RGB", sources=["upload",
+                                      "clipboard"], interactive=interactive, height=256))
+        with gr.Row():
+            form.add("cn_module", gr.Dropdown(label="Preprocessor", choices=modules, value=modules[0],
+                                              interactive=interactive))
+            form.add("cn_model", gr.Dropdown(label="Model", choices=models, value="None", interactive=interactive))
+        with gr.Row():
+            form.add("cn_weight", gr.Slider(label="Control Weight", minimum=0.0, maximum=2.0, step=0.05, value=1.0,
+                                            interactive=interactive))
+            form.add("cn_guidance_start", gr.Slider(label="Starting Control Step", minimum=0.0, maximum=1.0,
+                                                    step=0.01, value=0.0, interactive=interactive))
+            form.add("cn_guidance_end", gr.Slider(label="Ending Control Step", minimum=0.0, maximum=1.0, step=0.01,
+                                                  value=1.0, interactive=interactive))
+        with gr.Row():
+            form.add("cn_processor_res", gr.Slider(label="Preprocessor Resolution", minimum=64, maximum=2048,
+                                                   step=8, value=512, interactive=interactive))
+            form.add("cn_threshold_a", gr.Slider(label="Threshold A", minimum=-1, maximum=256, step=1, value=-1,
+                                                 interactive=interactive))
+            form.add("cn_threshold_b", gr.Slider(label="Threshold B", minimum=-1, maximum=256, step=1, value=-1,
+                                                 interactive=interactive))
+        form.add("cn_control_mode", gr.Radio(label="Control Mode", choices=CONTROL_MODES, value=CONTROL_MODES[0],
+                                             type="index", interactive=interactive))
+        form.add("cn_resize_mode", gr.Radio(label="Resize Mode", choices=CN_RESIZE_MODES, value=CN_RESIZE_MODES[1],
+                                            type="index", interactive=interactive))
+
+
+CONTROL_MODES = ["Balanced", "My prompt is more important", "ControlNet is more important"]
+CN_RESIZE_MODES = ["Just Resize", "Crop and Resize", "Resize and Fill"]
+
+
+def controlnet_units(values: dict) -> tuple:
+    """The ControlNet unit of the accordion as the request's ``controlnet`` field (empty unless enabled)."""
+    from webui.core.types import ControlNetUnit
+
+    if not values.get("cn_enabled"):
+        return ()
+    image = values.get("cn_image")
+    return (ControlNetUnit(
+        enabled=True,
+        module=values.get("cn_module") or "none",
+        model=values.get("cn_model") or "None",
+        weight=float(values.get("cn_weight", 1.0)),
+        image=common.png_bytes(image) if image is not None else None,
+        resize_mode=int(values.get("cn_resize_mode") or 0),
+        low_vram=bool(values.get("cn_low_vram")),
+        processor_res=int(values.get("cn_processor_res", -1)),
+        threshold_a=float(values.get("cn_threshold_a", -1)),
+        threshold_b=float(values.get("cn_threshold_b", -1)),
+        guidance_start=float(values.get("cn_guidance_start", 0.0)),
+        guidance_end=float(values.get("cn_guidance_end", 1.0)),
+        control_mode=int(values.get("cn_control_mode") or 0),
+        pixel_perfect=bool(values.get("cn_pixel_perfect")),
+    ),)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the output panel
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def output_panel(state, tab: str, *, send_buttons: tuple[str, ...] = SEND_TARGETS) -> OutputPanel:
+    with gr.Column(elem_id=f"{tab}_results", scale=5):
+        progress = gr.HTML("", elem_id=f"{tab}_progress", elem_classes=["progress-holder"])
+        preview = gr.Image(label="Live preview", visible=False, interactive=False, elem_id=f"{tab}_live_preview",
+                           height=256, format="png", elem_classes=["live-preview"])
+        gallery = gr.Gallery(label="Output", show_label=False, elem_id=f"{tab}_gallery", columns=4, format="png",
+                             object_fit="contain", height="auto", preview=True, interactive=False)
+        with gr.Row(elem_id=f"{tab}_image_buttons", elem_classes=["image-buttons"]):
+            buttons = {
+                "open_folder": gr.Button("📂", elem_id=f"{tab}_open_folder", min_width=40,
+                                         interactive=not (state.config.is_non_local or state.config.hide_ui_dir_config),
+                                         elem_classes=["tool"]),
+                "save": gr.Button("💾", elem_id=f"{tab}_save", min_width=40, elem_classes=["tool"]),
+                "zip": gr.Button("🗃️", elem_id=f"{tab}_save_zip", min_width=40, elem_classes=["tool"]),
+            }
+            for target in send_buttons:
+                label = {"img2img": "🖼️ img2img", "inpaint": "🎨️ inpaint", "extras": "📐 extras"}[target]
+                buttons[f"send_{target}"] = gr.Button(label, elem_id=f"{tab}_send_to_{target}", min_width=40)
+        download = gr.File(label="Download", file_count="multiple", interactive=False, visible=False,
+                           elem_id=f"{tab}_download_files")
+        generation_info = gr.Textbox(visible=False, elem_id=f"{tab}_generation_info")
+        selected_index = gr.Number(value=-1, precision=0, visible=False, elem_id=f"{tab}_selected_index")
+        html_info = gr.HTML(elem_id=f"html_info_{tab}", elem_classes=["infotext"])
+        html_log = gr.HTML(elem_id=f"html_log_{tab}", elem_classes=["html-log"])
+    panel = OutputPanel(gallery, preview, progress, generation_info, html_info, html_log, selected_index, download,
+                        buttons)
+
+    def select(info_json, evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else (evt.index[0] if evt.index else 0)
+        text = common.selected_infotext(info_json, index)
+        return index, common.info_html(text) if text else gr.update()
+
+    gallery.select(select, [generation_info], [selected_index, html_info], show_progress="hidden", queue=False)
+    buttons["open_folder"].click(lambda: _open_folder(state, tab), None, html_log, show_progress="hidden")
+    buttons["save"].click(lambda g, i, info: _save_images(state, tab, g, i, info, as_zip=False),
+                          [gallery, selected_index, generation_info], [download, html_log])
+    buttons["zip"].click(lambda g, i, info: _save_images(state, tab, g, i, info, as_zip=True),
+                         [gallery, selected_index, generation_info], [download, html_log])
+    return panel
+
+
+def _outdir(state, key: str) -> str:
+    folder = state.settings.get(key) or ""
+    return folder if os.path.isabs(folder) else os.path.join(state.config.data_dir, folder)
+
+
+def _open_folder(state, tab: str) -> str:
+    """A1111's 📂: open the output folder on the server's desktop (refused on a non-local server)."""
+    if state.config.is_non_local or state.config.hide_ui_dir_config:
+        return common.error_html(PermissionError("opening folders is disabled on a server reachable from the network"))
+    key = "outdir_samples" if state.settings.get("outdir_samples") else f"outdir_{tab}_samples"
+    folder = _outdir(state, key)
+    os.makedirs(folder, exist_ok=True)
+    opener = shutil.which("xdg-open") or shutil.which("open")
+    if opener is None:
+        return f"<div class='webui-notice'>{common.plaintext_to_html('Output folder: ' + folder)}</div>"
+    subprocess.Popen([opener, folder], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return f"<div class='webui-notice'>{common.plaintext_to_html('Opened ' + folder)}</div>"
+
+
+def _save_images(state, tab: str, gallery_value, index, info_json, *, as_zip: bool):
+    """A1111's 💾 / 🗃️ (ui_common.save_files): copy the shown images (only the selected one with option
+    save_selected_only) into ``outdir_save`` with their infotext, and offer them -- or a zip of them -- for download."""
+    from webui.core.images import save_generated_image
+
+    if not gallery_value:
+        return gr.update(visible=False), common.error_html(ValueError("there are no images to save"))
+    try:
+        info = json.loads(info_json or "{}")
+    except ValueError:
+        info = {}
+    texts = info.get("infotexts") or []
+    seeds = info.get("all_seeds") or []
+    first = int(info.get("index_of_first_image", 0))
+    items = list(enumerate(gallery_value))
+    if state.settings.get("save_selected_only") and index is not None and 0 <= int(index) < len(items):
+        items = [items[int(index)]]
+    outdir = _outdir(state, "outdir_save")
+    saved = []
+    try:
+        for i, _ in items:
+            image = common.gallery_image(gallery_value, i)
+            text = texts[i] if i < len(texts) else image.info.get("parameters")
+            seed = seeds[i - first] if 0 <= i - first < len(seeds) else None
+            saved.append(save_generated_image(image, outdir, seed, None, text, fmt=state.settings.get("samples_format"),
+                                              save_to_dirs=False, samples_filename_pattern="[seed]",
+                                              jpeg_quality=int(state.settings.get("jpeg_quality"))))
+        if as_zip:
+            fd, zip_path = tempfile.mkstemp(prefix="images-", suffix=".zip")
+            os.close(fd)
+            with zipfile.ZipFile(zip_path, "w") as zf:
+                for path in saved:
+                    zf.write(path, os.path.basename(path))
+            saved = [zip_path]
+    except Exception as e:
+        log.exception("saving images failed")
+        return gr.update(visible=False), common.error_html(e)
+    names = ", ".join(os.path.basename(p) for p in saved)
+    return gr.update(value=saved, visible=True), f"<div class='webui-notice'>Saved: {names}</div>"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generate
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def wire_generate(state, tab: str, row: Toprow, form: common.Form, output: OutputPanel,
+                  make_requests: Callable[[dict], list]) -> None:
+    """Generate: ``make_requests(named values)`` builds the request(s) (a tab's ``to_request``; img2img batch makes
+    several); each runs as a job on the shared queue while the progress bar and live preview update; then the
+    gallery and infotext show the result, or the error as a readable message. The buttons always come back."""
+
+    def running(on: bool) -> dict:
+        return {row.generate: gr.update(visible=not on), row.interrupt: gr.update(visible=on),
+                row.skip: gr.update(visible=on)}
+
+    def finish(extra: dict) -> dict:
+        return {**running(False), output.progress: "", output.preview: gr.update(visible=False, value=None), **extra}
+
+    def generate(values: dict):
+        named = form.named(values)
+        try:
+            requests = make_requests(named)
+        except Exception as e:
+            yield finish({output.html_log: common.error_html(e)})
+            return
+        results = []
+        yield {**running(True), output.html_log: "", output.progress: "<div class='webui-progress'>Waiting...</div>"}
+        for request in requests:
+            task_id = common.q.new_task_id(tab)
+            request = request.replace(task_id=task_id)
+            try:
+                future = common.submit(state, tab, lambda p, r=request: state.engine.generate(r, p), task_id)
+            except Exception as e:
+                yield finish({output.html_log: common.error_html(e)})
+                return
+            yield {row.task_id: task_id}
+            for tick in common.watch(state, future):
+                update = {output.progress: tick.html}
+                if tick.preview is not None:
+                    update[output.preview] = gr.update(value=tick.preview, visible=True)
+                yield update
+            try:
+                results.append(future.result())
+            except Exception as e:
+                log.warning("%s failed: %s", tab, e)
+                yield finish({output.html_log: common.error_html(e)})
+                return
+            if state.queue.task_status(task_id).status == common.q.INTERRUPTED:
+                break  # Interrupt ends an img2img batch too
+        if not results:
+            yield finish({})
+            return
+        shown = _merge_results(state, results)
+        text = common.selected_infotext(shown.info_json, None)
+        common.write_last_generation(state, text)
+        yield finish({output.gallery: shown.images, output.generation_info: shown.info_json,
+                      output.html_info: shown.html, output.selected_index: -1})
+
+    outputs = [row.generate, row.interrupt, row.skip, row.task_id, output.progress, output.preview, output.gallery,
+               output.generation_info, output.html_info, output.html_log, output.selected_index]
+    inputs = form.inputs()
+    row.generate.click(generate, inputs, outputs, show_progress="hidden", concurrency_limit=None)
+    row.prompt.submit(generate, inputs, outputs, show_progress="hidden", concurrency_limit=None)
+
+
+def _merge_results(state, results: list) -> common.ShownResult:
+    if len(results) == 1:
+        return common.shown_result(state, results[0])
+    images, texts, seeds = [], [], []
+    for r in results:
+        first = int(r.info.get("index_of_first_image", 0))
+        images.extend(r.images[first:])
+        texts.extend(r.infotexts[first:])
+        seeds.extend(r.seeds)
+    info_json = json.dumps({"infotexts": texts, "index_of_first_image": 0, "comments": [], "all_seeds": seeds})
+    return common.ShownResult(images=images if not state.settings.get("do_not_show_images") else [],
+                              info_json=info_json, html=common.info_html(texts[0] if texts else ""))

@@ -1,0 +1,162 @@
+"""The Extras tab (A1111 ``ui_postprocessing``): Single Image / Batch Process / Batch from Directory; Upscale (scale by
+or to, two upscalers blended), GFPGAN, CodeFormer. Runs :func:`webui.core.extras.run_extras` on the shared queue when
+the app state has the upscaler registry and face restorers; otherwise the controls are shown with a notice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from webui.ui import common
+from webui.ui import components as c
+
+NAME = "extras"
+MODES = ("Single Image", "Batch Process", "Batch from Directory")
+
+
+def to_request(values: dict[str, Any]):
+    """The tab's values by component name -> ``webui.core.extras.ExtrasOptions`` (A1111's extras fields)."""
+    from webui.core.extras import ExtrasOptions
+
+    return ExtrasOptions(
+        resize_mode=int(values.get("resize_mode") or 0),
+        show_extras_results=bool(values.get("show_extras_results", True)),
+        gfpgan_visibility=float(values.get("gfpgan_visibility", 0.0)),
+        codeformer_visibility=float(values.get("codeformer_visibility", 0.0)),
+        codeformer_weight=float(values.get("codeformer_weight", 0.0)),
+        upscaling_resize=float(values.get("upscaling_resize", 2.0)),
+        upscaling_resize_w=int(values.get("upscaling_resize_w", 512)),
+        upscaling_resize_h=int(values.get("upscaling_resize_h", 512)),
+        upscaling_crop=bool(values.get("upscaling_crop", True)),
+        upscaler_1=values.get("upscaler_1") or "None",
+        upscaler_2=values.get("upscaler_2") or "None",
+        extras_upscaler_2_visibility=float(values.get("extras_upscaler_2_visibility", 0.0)),
+        max_side_length=int(values.get("max_side_length", 0)),
+    )
+
+
+def unavailable_reason(state) -> str | None:
+    """None when the extras core can run here, else why not (shown on the tab instead of a fake result)."""
+    if getattr(state, "upscalers", None) is None or getattr(state, "face_restorers", None) is None:
+        return ("Extras is not available yet: the app state has no upscaler registry and face restorers "
+                "(AppState.upscalers / AppState.face_restorers).")
+    try:
+        import webui.core.extras  # noqa: F401
+    except Exception as e:  # the core is being written; say so rather than fail the whole page
+        return f"Extras is not available: {type(e).__name__}: {e}"
+    return None
+
+
+def build(state) -> c.TabUi:
+    form = common.Form()
+    why = unavailable_reason(state)
+    upscalers = ["None"]
+    if why is None:
+        upscalers = c.upscaler_names(state)
+    mode = form.add("extras_mode", gr.Number(value=0, precision=0, visible=False))
+    with gr.Row(equal_height=False):
+        with gr.Column(variant="panel"):
+            if why:
+                gr.HTML(f"<div class='webui-notice'>{common.plaintext_to_html(why)}</div>", elem_id="extras_notice")
+            with gr.Tabs(elem_id="mode_extras"):
+                with gr.Tab(MODES[0], id="single_image", elem_id="extras_single_tab") as t0:
+                    form.add("image", gr.Image(label="Source", type="pil", image_mode="RGBA", elem_id="extras_image",
+                                               sources=["upload", "clipboard"], format="png"))
+                with gr.Tab(MODES[1], id="batch_process", elem_id="extras_batch_process_tab") as t1:
+                    form.add("image_batch", gr.File(label="Batch Process", file_count="multiple",
+                                                    elem_id="extras_image_batch"))
+                with gr.Tab(MODES[2], id="batch_from_directory", elem_id="extras_batch_directory_tab") as t2:
+                    hidden = state.config.hide_ui_dir_config
+                    form.add("input_dir", gr.Textbox(label="Input directory", interactive=not hidden,
+                                                     elem_id="extras_batch_input_dir"))
+                    form.add("output_dir", gr.Textbox(label="Output directory", interactive=not hidden,
+                                                      elem_id="extras_batch_output_dir"))
+                    form.add("show_extras_results", gr.Checkbox(label="Show result images", value=True,
+                                                                elem_id="extras_show_extras_results"))
+            for i, t in enumerate((t0, t1, t2)):
+                t.select(lambda i=i: i, None, mode, show_progress="hidden", queue=False)
+            submit = gr.Button("Generate", elem_id="extras_generate", variant="primary", interactive=why is None)
+            with gr.Accordion("Upscale", open=True, elem_id="extras_upscale"):
+                resize_mode = form.add("resize_mode", gr.Number(value=0, precision=0, visible=False))
+                with gr.Tabs():
+                    with gr.Tab("Scale by", id="extras_scale_by_tab") as by:
+                        form.add("upscaling_resize", gr.Slider(minimum=1.0, maximum=8.0, step=0.05, value=4,
+                                                               label="Resize", elem_id="extras_upscaling_resize"))
+                        form.add("max_side_length", gr.Number(label="Max side length", value=0, precision=0,
+                                                              elem_id="extras_upscale_max_side_length"))
+                    with gr.Tab("Scale to", id="extras_scale_to_tab") as to, gr.Row():
+                        form.add("upscaling_resize_w", gr.Slider(label="Width", minimum=64, maximum=8192,
+                                                                 step=8, value=512))
+                        form.add("upscaling_resize_h", gr.Slider(label="Height", minimum=64, maximum=8192,
+                                                                 step=8, value=512))
+                        form.add("upscaling_crop", gr.Checkbox(label="Crop to fit", value=True))
+                by.select(lambda: 0, None, resize_mode, show_progress="hidden", queue=False)
+                to.select(lambda: 1, None, resize_mode, show_progress="hidden", queue=False)
+                with gr.Row():
+                    form.add("upscaler_1", gr.Dropdown(label="Upscaler 1", choices=upscalers, value="None",
+                                                       elem_id="extras_upscaler_1"))
+                    form.add("upscaler_2", gr.Dropdown(label="Upscaler 2", choices=upscalers, value="None",
+                                                       elem_id="extras_upscaler_2"))
+                    form.add("extras_upscaler_2_visibility", gr.Slider(minimum=0.0, maximum=1.0, step=0.001,
+                                                                       label="Upscaler 2 visibility", value=0.0))
+            with gr.Accordion("GFPGAN", open=False):
+                form.add("gfpgan_visibility", gr.Slider(minimum=0.0, maximum=1.0, step=0.001,
+                                                        label="Visibility", value=0.0,
+                                                        elem_id="extras_gfpgan_visibility"))
+            with gr.Accordion("CodeFormer", open=False):
+                form.add("codeformer_visibility", gr.Slider(minimum=0.0, maximum=1.0, step=0.001,
+                                                            label="Visibility", value=0.0,
+                                                            elem_id="extras_codeformer_visibility"))
+                form.add("codeformer_weight", gr.Slider(minimum=0.0, maximum=1.0, step=0.001,
+                                                        label="Weight (0 = maximum effect, 1 = minimum effect)",
+                                                        value=0.0, elem_id="extras_codeformer_weight"))
+        with gr.Column(variant="panel"):
+            progress = gr.HTML("", elem_id="extras_progress")
+            gallery = gr.Gallery(label="Result", show_label=False, elem_id="extras_gallery", columns=4, format="png",
+                                 interactive=False)
+            html_info = gr.HTML(elem_id="html_info_extras")
+            html_log = gr.HTML(elem_id="html_log_extras")
+
+    if why is None:
+        def run(values: dict):
+            named = form.named(values)
+            try:
+                opts = to_request(named)
+                inputs = _inputs(named)
+                upscalers_, restorers = state.upscalers, state.face_restorers
+                from webui.core.extras import run_extras
+
+                future = common.submit(state, NAME, lambda p: run_extras(
+                    int(named.get("extras_mode") or 0), opts, upscalers=upscalers_, restorers=restorers,
+                    settings=state.settings, data_dir=state.config.data_dir,
+                    hide_ui_dir_config=state.config.hide_ui_dir_config, progress=p, **inputs))
+            except Exception as e:
+                yield {progress: "", html_log: common.error_html(e)}
+                return
+            for tick in common.watch(state, future, previews=False):
+                yield {progress: tick.html}
+            try:
+                result = future.result()
+            except Exception as e:
+                yield {progress: "", html_log: common.error_html(e)}
+                return
+            yield {progress: "", gallery: result.images, html_info: result.html_info, html_log: ""}
+
+        submit.click(run, form.inputs(), [progress, gallery, html_info, html_log], show_progress="hidden",
+                     concurrency_limit=None)
+    ui = c.TabUi(name=NAME, form=form, tab_id=NAME)
+    ui.image_target = {"extras": form["image"]}
+    return ui
+
+
+def _inputs(values: dict[str, Any]) -> dict[str, Any]:
+    mode = int(values.get("extras_mode") or 0)
+    if mode == 1:
+        files = values.get("image_batch") or []
+        import os
+
+        return {"image_folder": [(common.open_image(f), os.path.basename(str(f))) for f in files]}
+    if mode == 2:
+        return {"input_dir": values.get("input_dir") or "", "output_dir": values.get("output_dir") or ""}
+    return {"image": common.open_image(values.get("image"))}

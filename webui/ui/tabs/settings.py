@@ -1,0 +1,185 @@
+"""The Settings tab (A1111 ``ui_settings``): every option of the schema (``webui.core.settings.OPTIONS``), grouped by
+section with a section list on the left and "Show all pages"; Apply settings (checked exactly as POST
+/sdapi/v1/options checks them, saved to config.json), Defaults (fills in the defaults, applied by Apply), Reload UI.
+The values shown are read from the stored settings on every page load, so a reload shows what is saved."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+
+from webui.core.settings import OPTIONS, OPTIONS_BY_KEY, Option
+from webui.ui import common
+from webui.ui import components as c
+
+log = logging.getLogger(__name__)
+
+NAME = "settings"
+
+#: A1111's section titles (shared_options.py ``options_section((id, title), ...)``).
+SECTION_TITLES = {
+    "saving-images": "Saving images/grids",
+    "saving-paths": "Paths for saving",
+    "saving-to-dirs": "Saving to a directory",
+    "sd": "Stable Diffusion",
+    "sdxl": "Stable Diffusion XL",
+    "extra_networks": "Extra Networks",
+    "vae": "VAE",
+    "img2img": "img2img",
+    "optimizations": "Optimizations",
+    "compatibility": "Compatibility",
+    "infotext": "Infotext",
+    "ui": "User interface",
+    "sampler-params": "Sampler parameters",
+    "face-restoration": "Face restoration",
+    "upscaling": "Upscaling",
+    "system": "System",
+    "api": "API",
+    "training": "Training",
+    "postprocessing": "Postprocessing",
+}
+
+
+def sections() -> list[tuple[str, list[Option]]]:
+    """(section id, its options) in table order."""
+    out: dict[str, list[Option]] = {}
+    for opt in OPTIONS:
+        out.setdefault(opt.section, []).append(opt)
+    return list(out.items())
+
+
+def choices_for(state, opt: Option) -> list | None:
+    """Dropdown choices: the option's own, or the live lists A1111 computes for model/sampler/option keys."""
+    if opt.choices:
+        return list(opt.choices)
+    key = opt.key
+    if key == "sd_model_checkpoint":
+        return c.checkpoint_titles(state)
+    if key == "sd_vae":
+        return ["Automatic", "None", *state.vae_registry.names()]
+    if key in ("quicksettings_list", "infotext_skip_pasting"):
+        return [o.key for o in OPTIONS] if key == "quicksettings_list" else None
+    if key == "hide_samplers":
+        from webui.core.samplers import sampler_names
+
+        return sampler_names()
+    if key == "sd_hypernetwork":
+        return ["None", *(state.hypernetworks.names() if state.hypernetworks is not None else [])]
+    return None
+
+
+def component_for(state, opt: Option):
+    """The control A1111 shows for an option, chosen from its default's type, choices and range."""
+    label, d = opt.label, opt.default
+    elem_id = f"setting_{opt.key}"
+    choices = choices_for(state, opt)
+    if opt.display_only:
+        return gr.HTML(f"<p>{common.plaintext_to_html(label)}</p>", elem_id=elem_id)
+    if isinstance(d, bool):
+        return gr.Checkbox(label=label, value=d, elem_id=elem_id)
+    if isinstance(d, list):
+        return gr.Dropdown(label=label, choices=choices or [], value=list(d), multiselect=True,
+                           allow_custom_value=True, elem_id=elem_id)
+    if choices is not None:
+        return gr.Dropdown(label=label, choices=choices, value=d, allow_custom_value=opt.choices is None,
+                           elem_id=elem_id)
+    if isinstance(d, (int, float)):
+        if opt.minimum is not None and opt.maximum is not None:
+            return gr.Slider(label=label, minimum=opt.minimum, maximum=opt.maximum, step=opt.step or 1, value=d,
+                             elem_id=elem_id)
+        return gr.Number(label=label, value=d, precision=0 if isinstance(d, int) else None, elem_id=elem_id)
+    return gr.Textbox(label=label, value="" if d is None else str(d), elem_id=elem_id)
+
+
+def stored_value(state, opt: Option) -> Any:
+    """The stored value in the form its control holds (None -> "" in text boxes)."""
+    value = state.settings.get(opt.key)
+    if value is None and not isinstance(opt.default, (bool, list)) and choices_for(state, opt) is None:
+        return ""
+    return value
+
+
+def apply(state, values: dict[str, Any]) -> str:
+    """A1111 ``run_settings``: every changed value checked as POST /options checks it (type, range, choices,
+    --freeze-settings*, --hide-ui-dir-config, VAE/checkpoint names); all or nothing; saved to config.json. A new
+    checkpoint is loaded on the worker first and stored under its title."""
+    from webui.api.handlers.options import changed_options
+
+    body = {}
+    for key, value in values.items():
+        opt = OPTIONS_BY_KEY[key]
+        if opt.display_only:
+            continue
+        if value == "" and opt.default is None:
+            value = None
+        if isinstance(opt.default, int) and not isinstance(opt.default, bool) and isinstance(value, float) \
+                and value.is_integer():
+            value = int(value)
+        body[key] = value
+    changes = changed_options(state, body, for_request=False)
+    ckpt = changes.get("sd_model_checkpoint")
+    if ckpt is not None:
+        info = state.registry.resolve(ckpt)
+        comp = common.submit(state, "load-model", lambda p: state.engine.load(info)).result()
+        changes["sd_model_checkpoint"] = comp.info.title
+    for key, value in changes.items():
+        state.settings.set(key, value)
+    state.settings.save()
+    if not changes:
+        return "Nothing changed."
+    return f"{len(changes)} settings changed: {', '.join(changes)}."
+
+
+def build(state) -> c.TabUi:
+    form = common.Form()
+    groups = sections()
+    with gr.Row():
+        submit = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
+        reload = gr.Button("Reload UI", elem_id="settings_restart_gradio")
+        defaults = gr.Button("Defaults", elem_id="settings_defaults")
+    result = gr.HTML(elem_id="settings_result")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=180):
+            titles = [SECTION_TITLES.get(s, s) for s, _ in groups]
+            page = gr.Radio(titles, value=titles[0], label="Sections", elem_id="settings_sections")
+            show_all = gr.Checkbox(label="Show all pages", value=False, elem_id="settings_show_all_pages")
+        with gr.Column(scale=5):
+            columns = []
+            for i, (section, opts) in enumerate(groups):
+                with gr.Column(visible=i == 0, elem_id=f"settings_section_{section}") as col:
+                    gr.Markdown(f"### {SECTION_TITLES.get(section, section)}")
+                    for opt in opts:
+                        comp = component_for(state, opt)
+                        if not opt.display_only:
+                            form.add(opt.key, comp)
+                columns.append(col)
+
+    def show(title, everything):
+        return [gr.update(visible=bool(everything) or t == title) for t in titles]
+
+    page.change(show, [page, show_all], columns, show_progress="hidden", queue=False)
+    show_all.change(show, [page, show_all], columns, show_progress="hidden", queue=False)
+
+    keys = list(form.components)
+    outputs = [form[k] for k in keys]
+
+    def run(values: dict):
+        named = form.named(values)
+        try:
+            text = apply(state, named)
+        except Exception as e:
+            log.info("settings not applied: %s", e)
+            return {result: common.error_html(e)}
+        return {result: f"<div class='webui-notice'>{common.plaintext_to_html(text)}</div>",
+                **{form[k]: stored_value(state, OPTIONS_BY_KEY[k]) for k in keys}}
+
+    submit.click(run, form.inputs(), [result, *outputs], show_progress="minimal")
+    defaults.click(lambda: [OPTIONS_BY_KEY[k].default if OPTIONS_BY_KEY[k].default is not None else ""
+                            for k in keys], None, outputs, show_progress="hidden", queue=False)
+    reload.click(None, None, None, js="() => { window.location.reload(); }")
+    ui = c.TabUi(name=NAME, form=form, tab_id=NAME)
+    ui.load_values = lambda: [stored_value(state, OPTIONS_BY_KEY[k]) for k in keys]
+    ui.load_outputs = outputs
+    return ui
