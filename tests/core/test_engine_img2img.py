@@ -272,3 +272,14 @@ def test_sdxl_base_to_sdxl_refiner(state):
               refiner=RefinerOptions(checkpoint="tiny-sdxl-refiner", switch_at=0.5),
               override_settings={"hires_fix_refiner_pass": "second pass"})
     assert hr.images[0].size == (64, 64) and "Refiner: tiny-sdxl-refiner" in hr.infotexts[0]
+
+
+def test_inpaint_infotext_and_blank_mask(state):
+    init = _init_image(64, 48)
+    res = _img2img(state, init, inpaint=InpaintOptions(mask=_png(_mask((64, 48), (10, 10, 30, 30))), mask_blur_x=4,
+                                                      mask_blur_y=4, inpaint_full_res=True, inpainting_fill=0))
+    params = parse_generation_parameters(res.infotexts[0])
+    assert (params["Mask blur"], params["Inpaint area"], params["Masked content"]) == ("4", "Only masked", "fill")
+    # a blank mask: A1111 runs plain img2img and says so
+    blank = _img2img(state, init, inpaint=InpaintOptions(mask=_png(Image.new("L", (64, 48), 0))))
+    assert blank.images[0].size == (64, 48) and blank.info["comments"]

@@ -231,6 +231,7 @@ class Engine:
         extra_params: dict[str, Any] = dict(first.plan.extra_infotext)
         if init is not None:
             extra_params.update(init.extra_params)
+            comments.extend(init.comments)
         if hr is not None:
             extra_params.update(self._hires_infotext(request, hr, hr_info))
         restore_faces = bool(request.restore_faces if request.restore_faces is not None else opts.get("face_restoration"))
@@ -491,7 +492,7 @@ class Engine:
         region), the mask (binarised, inverted, blurred), fill of the masked area, the init latent, the latent masks
         and the image conditioning of inpainting / instruct-pix2pix models."""
         import numpy as np
-        from PIL import Image, ImageOps
+        from PIL import Image
 
         from webui.core import imageops
 
@@ -507,52 +508,33 @@ class Engine:
             batch_size = len(images)
         width, height = request.width, request.height
         inp = request.inpaint
-        crop_region = paste_to = None
-        image_mask = mask_for_overlay = None
+        mask = None
         if inp is not None:
-            image_mask = imageops.create_binary_mask(_decode_image(inp.mask, "mask"), round=inp.mask_round)
-            if image_mask.size != images[0].size:
-                image_mask = image_mask.resize(images[0].size, Image.LANCZOS)  # A1111's UI sends them matched
-            if inp.inpainting_mask_invert:
-                image_mask = ImageOps.invert(image_mask)
-            image_mask = imageops.blur_mask(image_mask, inp.mask_blur_x, inp.mask_blur_y)
-            if inp.inpaint_full_res:
-                mask_for_overlay = image_mask
-                mask = image_mask.convert("L")
-                crop_region = imageops.get_crop_region_v2(np.array(mask), inp.inpaint_full_res_padding)
-                if crop_region is None:
-                    raise GenerationError("mask: the mask is empty, there is nothing to inpaint", "mask")
-                crop_region = imageops.expand_crop_region(crop_region, width, height, mask.width, mask.height)
-                x1, y1, x2, y2 = crop_region
-                image_mask = imageops.resize_image(2, mask.crop(crop_region), width, height)
-                paste_to = (x1, y1, x2 - x1, y2 - y1)
-            else:
-                image_mask = imageops.resize_image(request.resize_mode, image_mask, width, height)
-                np_mask = np.clip(np.array(image_mask).astype(np.float32) * 2, 0, 255).astype(np.uint8)
-                mask_for_overlay = Image.fromarray(np_mask)
-
-        if image_mask is not None and crop_region is None and request.resize_mode == 3 and images[0].size != (width, height):
-            # A1111 crashes here (the overlay mask is resized, the image is not); say what to change instead
-            raise GenerationError("resize_mode 3 (latent upscale) with a mask needs inpaint_full_res or an init image "
-                                  f"of the processing size {width}x{height}", "resize_mode")
-        color_corrections = [] if opts.get("img2img_color_correction") else None
-        overlays = [] if image_mask is not None else None
-        arrays = []
+            mask = _decode_image(inp.mask, "mask")
+            if mask.size != images[0].size:
+                mask = mask.resize(images[0].size, Image.LANCZOS)  # A1111's UI sends them matched; resize, as it does
+        bgcolor = opts.get("img2img_background_color") or "#ffffff"
+        preps = []
         for img in images:
-            image = imageops.flatten(img, opts.get("img2img_background_color"))
-            if crop_region is None and request.resize_mode != 3:
-                image = imageops.resize_image(request.resize_mode, image, width, height)
-            if image_mask is not None:
-                masked = Image.new("RGBa", (image.width, image.height))
-                masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask_for_overlay.convert("L")))
-                overlays.append(masked.convert("RGBA"))
-            if crop_region is not None:
-                image = imageops.resize_image(2, image.crop(crop_region), width, height)
-            if image_mask is not None and inp.inpainting_fill != 1:
-                image = imageops.fill(image, image_mask)
-            if color_corrections is not None:
-                color_corrections.append(imageops.setup_color_correction(image))
-            arrays.append(np.moveaxis(np.array(image.convert("RGB")).astype(np.float32) / 255.0, 2, 0))
+            try:
+                if mask is not None:
+                    prep = imageops.prepare_inpaint(
+                        img, mask, width=width, height=height, resize_mode=request.resize_mode,
+                        mask_blur_x=inp.mask_blur_x, mask_blur_y=inp.mask_blur_y, mask_round=inp.mask_round,
+                        invert=inp.inpainting_mask_invert, inpaint_full_res=inp.inpaint_full_res,
+                        padding=inp.inpaint_full_res_padding, fill_mode=inp.inpainting_fill, background_color=bgcolor,
+                    )
+                else:
+                    prep = imageops.prepare_init_image(img, width=width, height=height,
+                                                       resize_mode=request.resize_mode, background_color=bgcolor)
+            except ValueError as e:  # combinations A1111 crashes on, said plainly
+                raise GenerationError(str(e), "resize_mode") from e
+            preps.append(prep)
+        first = preps[0]
+        overlays = [p.overlay for p in preps] if first.overlay is not None else None
+        color_corrections = ([imageops.setup_color_correction(p.image) for p in preps]
+                             if opts.get("img2img_color_correction") else None)
+        arrays = [np.moveaxis(np.array(p.image.convert("RGB")).astype(np.float32) / 255.0, 2, 0) for p in preps]
         if len(arrays) == 1:
             arrays = arrays * batch_size
             overlays = overlays * batch_size if overlays is not None else None
@@ -560,16 +542,13 @@ class Engine:
         image_t = torch.from_numpy(np.stack(arrays))
         seed0 = request.seed if request.seed is not None and request.seed >= 0 else 0
         latent = pipe.encode(image_t, torch.Generator().manual_seed(int(seed0)))
-        if request.resize_mode == 3:
-            vsf = comp.vae_scale_factor
-            latent = torch.nn.functional.interpolate(latent, size=(height // vsf, width // vsf), mode="bilinear")
+        if first.latent_resize:
+            latent = imageops.upscale_latent(latent, width, height, "Latent")
 
         mask_t = nmask_t = None
-        if image_mask is not None:
-            latmask = image_mask.convert("RGB").resize((latent.shape[3], latent.shape[2]))
-            latmask = np.around(np.moveaxis(np.array(latmask, dtype=np.float32), 2, 0)[0] / 255)
-            latmask = torch.asarray(np.tile(latmask[None], (latent.shape[1], 1, 1)))
-            mask_t, nmask_t = 1.0 - latmask, latmask
+        image_mask = first.mask
+        if first.latent_mask is not None:
+            mask_t, nmask_t = imageops.latent_masks(first.latent_mask, tuple(latent.shape), inp.mask_round)
             if inp.inpainting_fill == 2:
                 # latent noise (A1111 draws it from the first seeds' generators)
                 seeds, _ = noise_mod.resolve_seeds(request.seed, request.subseed, 0.0, batch_size)
@@ -602,7 +581,7 @@ class Engine:
                 dist = vae.encode((image_t * 2 - 1).to(vae.device, vae.dtype), return_dict=False)[0]
             image_cond = dist.mode().float()
 
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(first.extra_generation_params)
         multiplier = (float(request.initial_noise_multiplier) if request.initial_noise_multiplier is not None
                       else float(opts.get("initial_noise_multiplier")))
         if multiplier != 1.0:
@@ -611,9 +590,9 @@ class Engine:
             extra["Extra noise"] = float(opts.get("img2img_extra_noise"))
         return _Img2ImgInit(
             batch_size=batch_size, latent=latent, image_cond=image_cond, image_uncond=image_uncond, mask=mask_t,
-            nmask=nmask_t, noise_multiplier=multiplier, extra_params=extra, overlays=overlays, paste_to=paste_to,
+            nmask=nmask_t, noise_multiplier=multiplier, extra_params=extra, overlays=overlays, paste_to=first.paste_to,
             color_corrections=color_corrections, uses_inpainting_conditioning=uses_inpainting_cond,
-            mask_weight=mask_weight, init_images=images,
+            mask_weight=mask_weight, init_images=images, comments=list(first.comments),
         )
 
     def _hires_plan(self, request, opts):
@@ -1075,6 +1054,7 @@ class _Img2ImgInit:
     uses_inpainting_conditioning: bool
     mask_weight: float
     init_images: list
+    comments: list = field(default_factory=list)
 
     def finish(self, image, j: int):
         """Per output image: color correction, then the inpainting overlay pasted back (A1111 apply_overlay)."""
