@@ -454,9 +454,22 @@ class Engine:
 
     @staticmethod
     def _on_step(progress):
+        """The sampler callback: the shared progress source (API /progress, UI) and a console bar per sampling pass,
+        as A1111 prints one with tqdm (to stderr; off when stderr is not a terminal, e.g. under CI)."""
+        import sys
+
+        from tqdm import tqdm
+
+        bar: dict[str, Any] = {}
+
         def on_step(step: int, steps: int, latent) -> None:
             if progress is not None:
                 progress.step(step, steps, latent)
+            if "bar" not in bar:
+                bar["bar"] = tqdm(total=steps, leave=True, disable=not sys.stderr.isatty(), file=sys.stderr)
+            bar["bar"].update(1)
+            if step >= steps:
+                bar.pop("bar").close()
 
         return on_step
 
