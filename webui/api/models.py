@@ -58,8 +58,8 @@ class A1111Model(BaseModel):
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, protected_namespaces=())
 
 
-class StableDiffusionTxt2ImgProcessingAPI(A1111Model):
-    """POST /sdapi/v1/txt2img body (spec §6.2), in A1111's field order. Every field may be null (A1111's Optional)."""
+class StableDiffusionProcessingAPI(A1111Model):
+    """The fields txt2img and img2img share (spec §6.2 "Common to both"), in A1111's model order."""
 
     prompt: str | None = ""
     negative_prompt: str | None = ""
@@ -96,6 +96,11 @@ class StableDiffusionTxt2ImgProcessingAPI(A1111Model):
     disable_extra_networks: bool | None = False
     firstpass_image: str | None = None
     comments: dict[str, Any] | None = None
+
+
+class StableDiffusionTxt2ImgProcessingAPI(StableDiffusionProcessingAPI):
+    """POST /sdapi/v1/txt2img body (spec §6.2), in A1111's field order. Every field may be null (A1111's Optional)."""
+
     enable_hr: bool | None = False
     firstphase_width: Int | None = 0
     firstphase_height: Int | None = 0
@@ -123,43 +128,10 @@ class StableDiffusionTxt2ImgProcessingAPI(A1111Model):
     clip_skip: Int | None = Field(None, exclude=True, description="clip skip for this request (beyond A1111)")
 
 
-class StableDiffusionImg2ImgProcessingAPI(A1111Model):
+class StableDiffusionImg2ImgProcessingAPI(StableDiffusionProcessingAPI):
     """POST /sdapi/v1/img2img body (spec §6.2): the common fields, then img2img's, in A1111's model order."""
 
-    prompt: str | None = ""
-    negative_prompt: str | None = ""
-    styles: list[str] | None = None
-    seed: Int | None = Field(-1, description="-1 draws a random seed; a signed 64-bit integer")
-    subseed: Int | None = Field(-1, description="-1 draws a random variation seed; a signed 64-bit integer")
-    subseed_strength: Float | None = 0
-    seed_resize_from_h: Int | None = -1
-    seed_resize_from_w: Int | None = -1
-    sampler_name: str | None = Field(None, description="a name from /sdapi/v1/samplers")
-    scheduler: str | None = Field(None, description="a name or label from /sdapi/v1/schedulers")
-    batch_size: Int | None = 1
-    n_iter: Int | None = 1
-    steps: Int | None = Field(50, description=f"1 to {MAX_STEPS}")
-    cfg_scale: Float | None = 7.0
-    width: Int | None = Field(512, description=f"8 to {MAX_SIDE} pixels")
-    height: Int | None = Field(512, description=f"8 to {MAX_SIDE} pixels")
-    restore_faces: bool | None = None
-    tiling: bool | None = None
-    do_not_save_samples: bool | None = False
-    do_not_save_grid: bool | None = False
-    eta: Float | None = None
     denoising_strength: Float | None = Field(0.75, description="0 keeps the init image, 1 ignores it")
-    s_min_uncond: Float | None = None
-    s_churn: Float | None = None
-    s_tmax: Float | None = None
-    s_tmin: Float | None = None
-    s_noise: Float | None = None
-    override_settings: dict[str, Any] | None = None
-    override_settings_restore_afterwards: bool | None = True
-    refiner_checkpoint: str | None = None
-    refiner_switch_at: Float | None = None
-    disable_extra_networks: bool | None = False
-    firstpass_image: str | None = None
-    comments: dict[str, Any] | None = None
     init_images: list[str] | None = Field(None, description="base64 images (required); one is repeated for the batch")
     resize_mode: Int | None = Field(0, description="0 Just resize, 1 Crop and resize, 2 Resize and fill, "
                                                    "3 Just resize (latent upscale)")
