@@ -441,72 +441,9 @@ def _backcompat(d: dict[str, Any]) -> None:
         d["Refiner switch by sampling steps"] = True
 
 
-# A1111 prompt_parser.re_attention / re_break / parse_prompt_attention, used here only for the "Emphasis" default
-# (does the prompt use any weight other than 1.0?).
-_re_attention = re.compile(
-    r"""
-\\\(|
-\\\)|
-\\\[|
-\\]|
-\\\\|
-\\|
-\(|
-\[|
-:\s*([+-]?[.\d]+)\s*\)|
-\)|
-]|
-[^\\()\[\]:]+|
-:
-""",
-    re.X,
-)
-_re_break = re.compile(r"\s*\bBREAK\b\s*", re.S)
-
-
 def _parse_prompt_attention(text: str) -> list[list[Any]]:
-    res: list[list[Any]] = []
-    round_brackets: list[int] = []
-    square_brackets: list[int] = []
+    """A1111 prompt_parser.parse_prompt_attention, used here only for the "Emphasis" default (does the prompt use
+    any weight other than 1.0?)."""
+    from webui.core.prompts import parse_prompt_attention
 
-    def multiply_range(start: int, multiplier: float) -> None:
-        for p in range(start, len(res)):
-            res[p][1] *= multiplier
-
-    for m in _re_attention.finditer(text):
-        chunk = m.group(0)
-        weight = m.group(1)
-        if chunk.startswith("\\"):
-            res.append([chunk[1:], 1.0])
-        elif chunk == "(":
-            round_brackets.append(len(res))
-        elif chunk == "[":
-            square_brackets.append(len(res))
-        elif weight is not None and round_brackets:
-            multiply_range(round_brackets.pop(), float(weight))
-        elif chunk == ")" and round_brackets:
-            multiply_range(round_brackets.pop(), 1.1)
-        elif chunk == "]" and square_brackets:
-            multiply_range(square_brackets.pop(), 1 / 1.1)
-        else:
-            for i, part in enumerate(re.split(_re_break, chunk)):
-                if i > 0:
-                    res.append(["BREAK", -1])
-                res.append([part, 1.0])
-
-    for pos in round_brackets:
-        multiply_range(pos, 1.1)
-    for pos in square_brackets:
-        multiply_range(pos, 1 / 1.1)
-
-    if len(res) == 0:
-        res = [["", 1.0]]
-
-    i = 0
-    while i + 1 < len(res):
-        if res[i][1] == res[i + 1][1]:
-            res[i][0] += res[i + 1][0]
-            res.pop(i + 1)
-        else:
-            i += 1
-    return res
+    return parse_prompt_attention(text)
