@@ -81,6 +81,13 @@ def test_controlnet_unit_from_the_accordion():
                                   threshold_b=200.0, guidance_start=0.1, guidance_end=0.9, control_mode=2,
                                   pixel_perfect=True)
     assert tuple(decode(unit.image).getpixel((0, 0))) == (1, 2, 3)
+    # Multi-ControlNet: unit 1 ("cn1_") joins when enabled, in unit order; a disabled unit 0 is skipped
+    two = txt2img.to_request({**BASE, "cn_enabled": True, "cn_module": "canny", "cn_model": "a",
+                              "cn1_enabled": True, "cn1_module": "invert", "cn1_model": "b", "cn1_weight": 0.5,
+                              "cn2_enabled": False})
+    assert [(u.module, u.model, u.weight) for u in two.controlnet] == [("canny", "a", 1.0), ("invert", "b", 0.5)]
+    only_second = txt2img.to_request({**BASE, "cn_enabled": False, "cn1_enabled": True, "cn1_model": "b"})
+    assert [u.model for u in only_second.controlnet] == ["b"]
 
 
 # -- img2img ---------------------------------------------------------------------------------------------------------
