@@ -45,9 +45,9 @@ def main() -> int:
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-    from webui.core.demo_model import ensure_demo_checkpoint
+    from webui.core.models.demo_model import ensure_demo_checkpoint
     from webui.core.devices import plan_devices
-    from webui.core.loader import load_components
+    from webui.core.models.loader import load_components
     from webui.core.types import CheckpointInfo
 
     data_dir = tempfile.mkdtemp(prefix="bench-")

@@ -1,7 +1,7 @@
 """The denoising loop with A1111's semantics on diffusers modules.
 
 One ``__call__`` laid out in numbered steps (diffusers' style): it takes conditioning that the core already built,
-the starting noise from A1111's seeds, and a sampler from the table in ``webui.core.samplers``, and returns latents.
+the starting noise from A1111's seeds, and a sampler from the table in ``webui.core.generation.samplers``, and returns latents.
 Decoding is a separate step because hires fix and the refiner continue from latents.
 """
 

@@ -19,7 +19,7 @@ it falls back to ``torch.randn_like(x)``. The three DPM++ SDE samplers default, 
 ``sample_dpm_fast`` and ``sample_dpm_adaptive`` take a sigma *range* in k-diffusion (``sigma_min``, ``sigma_max``,
 ``n``); here they also accept ``sigmas`` and derive the range from it the way A1111's img2img path does. For txt2img
 A1111 passes the model's own sigma range and ``n = steps`` (ignoring the schedule): the caller passes those as
-keywords (see ``SamplerSpec.sigma_range`` in webui/core/samplers.py).
+keywords (see ``SamplerSpec.sigma_range`` in webui/core/generation/samplers.py).
 """
 
 from __future__ import annotations

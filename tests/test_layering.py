@@ -6,7 +6,7 @@ import sys
 
 def test_core_imports_neither_gradio_nor_fastapi():
     code = (
-        "import sys, webui.core.engine, webui.core.loader, webui.core.samplers, webui.core.sampling_plan, "
+        "import sys, webui.core.generation.engine, webui.core.models.loader, webui.core.generation.samplers, webui.core.generation.sampling_plan, "
         "webui.core.settings, webui.core.queue, pipelines.a1111\n"
         "bad = [m for m in ('gradio', 'fastapi', 'starlette', 'webui.api', 'webui.ui') if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -9,9 +9,9 @@ from typing import Any
 
 from webui.config import Config, ensure_data_dirs
 from webui.core.devices import DevicePlan, plan_devices
-from webui.core.engine import Engine, EnginePaths
+from webui.core.generation.engine import Engine, EnginePaths
 from webui.core.queue import JobQueue
-from webui.core.registry import CheckpointRegistry, HashCache, VaeRegistry
+from webui.core.models.registry import CheckpointRegistry, HashCache, VaeRegistry
 from webui.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,13 @@ class AppState:
     engine: Engine
     queue: JobQueue
     plan: DevicePlan
-    loras: Any = None  # webui.core.networks.LoraRegistry
-    embeddings: Any = None  # webui.core.embeddings.EmbeddingDatabase
-    hypernetworks: Any = None  # webui.core.hypernetworks.HypernetworkRegistry
-    styles: Any = None  # webui.core.prompts.StyleDatabase
+    loras: Any = None  # webui.core.networks.lora.LoraRegistry
+    embeddings: Any = None  # webui.core.networks.embeddings.EmbeddingDatabase
+    hypernetworks: Any = None  # webui.core.networks.hypernetworks.HypernetworkRegistry
+    styles: Any = None  # webui.core.generation.prompts.StyleDatabase
     controlnet: Any = None  # webui.core.controlnet.ControlNetRegistry
-    upscalers: Any = None  # webui.core.upscalers.UpscalerRegistry
-    face_restorers: Any = None  # webui.core.face_restore.FaceRestorers
+    upscalers: Any = None  # webui.core.postprocess.upscalers.UpscalerRegistry
+    face_restorers: Any = None  # webui.core.postprocess.face_restore.FaceRestorers
     demo_notice: str | None = None
 
 
@@ -41,11 +41,11 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
 
     Loads no model: that happens on the worker (``preload``) or on the first request.
     """
-    from webui.core.demo_model import DEMO_FILENAME, DEMO_NOTICE, ensure_demo_checkpoint
-    from webui.core.embeddings import EmbeddingDatabase
-    from webui.core.hypernetworks import HypernetworkRegistry
-    from webui.core.networks import LoraRegistry
-    from webui.core.prompts import StyleDatabase
+    from webui.core.models.demo_model import DEMO_FILENAME, DEMO_NOTICE, ensure_demo_checkpoint
+    from webui.core.networks.embeddings import EmbeddingDatabase
+    from webui.core.networks.hypernetworks import HypernetworkRegistry
+    from webui.core.networks.lora import LoraRegistry
+    from webui.core.generation.prompts import StyleDatabase
 
     ensure_data_dirs(config)
     settings = Settings.load(config.ui_settings_file)
@@ -92,8 +92,8 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         cache_size=int(settings.get("control_net_model_cache_size") or 2), device=plan.device,
     )
     controlnet.refresh()
-    from webui.core.face_restore import FaceRestorers
-    from webui.core.upscalers import UpscalerRegistry
+    from webui.core.postprocess.face_restore import FaceRestorers
+    from webui.core.postprocess.upscalers import UpscalerRegistry
 
     upscalers = UpscalerRegistry.from_config(config, plan)
     face_restorers = FaceRestorers.from_config(config, plan)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from webui.app import build_app
 from webui.config import parse
-from webui.core.images import read_info_from_image
+from webui.core.io.images import read_info_from_image
 
 
 @pytest.fixture

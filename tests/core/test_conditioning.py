@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipelines.denoiser import CFGDenoiser, Cond
-from webui.core.conditioning import (
+from webui.core.generation.conditioning import (
     EncoderOptions,
     PromptEncoder,
     ScheduledConds,
@@ -19,7 +19,7 @@ from webui.core.conditioning import (
     tokenize_chunks,
 )
 from webui.core.devices import plan_devices
-from webui.core.loader import load_components
+from webui.core.models.loader import load_components
 from webui.core.types import CheckpointInfo
 
 

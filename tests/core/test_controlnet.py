@@ -41,8 +41,8 @@ from webui.core.controlnet.preprocessors import (
     run_preprocessor,
 )
 from webui.core.devices import plan_devices
-from webui.core.loader import load_components
-from webui.core.registry import model_hash
+from webui.core.models.loader import load_components
+from webui.core.models.registry import model_hash
 from webui.core.types import CheckpointInfo, ControlNetUnit
 
 CANNY = "control_tiny_sd15_canny"

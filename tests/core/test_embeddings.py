@@ -13,7 +13,7 @@ import torch
 from tests.fixtures import embeddings as fx
 from tests.fixtures.checkpoints import write_malicious_checkpoint
 from webui.core.devices import plan_devices
-from webui.core.embeddings import (
+from webui.core.networks.embeddings import (
     Embedding,
     EmbeddingDatabase,
     embedding_fixes,
@@ -22,8 +22,8 @@ from webui.core.embeddings import (
     substitute_embeddings,
     ti_hashes_infotext,
 )
-from webui.core.loader import load_components
-from webui.core.registry import HashCache
+from webui.core.models.loader import load_components
+from webui.core.models.registry import HashCache
 from webui.core.types import CheckpointInfo
 
 
@@ -44,7 +44,7 @@ def sdxl(models_root, tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def refiner(tmp_path_factory, tokenizer_dir):
-    from webui.core.demo_model import write_tiny_checkpoint
+    from webui.core.models.demo_model import write_tiny_checkpoint
 
     folder = tmp_path_factory.mktemp("refiner")
     path = write_tiny_checkpoint(str(folder / "refiner.safetensors"), "SDXL-refiner", seed=4)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from webui.config import parse
-from webui.core.images import read_info_from_image
-from webui.core.infotext import parse_generation_parameters
+from webui.core.io.images import read_info_from_image
+from webui.core.io.infotext import parse_generation_parameters
 from webui.core.types import GenerationRequest
 from webui.state import build_state
 
@@ -114,7 +114,7 @@ def test_long_prompt_uses_several_chunks(state):
 
 
 def test_bad_values_are_rejected_with_the_field_name(state):
-    from webui.core.engine import GenerationError
+    from webui.core.generation.engine import GenerationError
 
     for field, value in (("steps", 0), ("width", 0), ("height", -8), ("batch_size", 0)):
         with pytest.raises(GenerationError, match=field):
@@ -136,7 +136,7 @@ def test_variation_seed_and_rng_infotext(state):
     text = res.infotexts[res.info["index_of_first_image"] + 1]  # the second image (after the grid)
     assert "Seed: 10," in text and "Variation seed: 21, Variation seed strength: 0.5" in text
     assert "Seed resize from: 128x64" in text and "ENSD: 31337" in text and "RNG: CPU" in text
-    from webui.core.infotext import parse_generation_parameters
+    from webui.core.io.infotext import parse_generation_parameters
 
     p = parse_generation_parameters(text)
     assert p["Variation seed"] == "21" and p["RNG"] == "CPU" and p["Seed resize from-1"] == "128"

@@ -13,9 +13,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from webui.config import parse
-from webui.core.demo_model import write_tiny_checkpoint
-from webui.core.engine import GenerationError
-from webui.core.infotext import parse_generation_parameters
+from webui.core.models.demo_model import write_tiny_checkpoint
+from webui.core.generation.engine import GenerationError
+from webui.core.io.infotext import parse_generation_parameters
 from webui.core.types import GenerationRequest, HiresOptions, InpaintOptions, RefinerOptions
 from webui.state import build_state
 
@@ -217,7 +217,7 @@ def test_refiner_switches_model_at_the_right_step(state):
         for h in hooks:
             h.remove()
     # A1111's rule: switch at the first step whose sigma maps to a timestep t with (999 - t) / 1000 >= 0.5
-    from webui.core.sampling_plan import plan_sampling
+    from webui.core.generation.sampling_plan import plan_sampling
 
     ms = ModelSigmas(base.alphas_cumprod)
     plan = plan_sampling("Euler", "Automatic", 10, ms, state.settings)

@@ -14,7 +14,7 @@ from tests.fixtures.embeddings import random_vectors, tiny_vae, write_a1111_embe
 from tests.fixtures.hypernetworks import write_tiny_hypernetwork
 from tests.fixtures.networks import SD1_KOHYA_MODULES, write_corrupt_network, write_kohya_lora
 from webui.config import parse
-from webui.core.infotext import parse_generation_parameters
+from webui.core.io.infotext import parse_generation_parameters
 from webui.core.types import GenerationRequest
 from webui.state import build_state
 

@@ -1,4 +1,4 @@
-"""Upscalers and the Extras tab (webui.core.upscalers, webui.core.extras), against A1111 v1.10.1's rules.
+"""Upscalers and the Extras tab (webui.core.postprocess.upscalers, webui.core.postprocess.extras), against A1111 v1.10.1's rules.
 
 Tiny random ESRGAN / Real-ESRGAN files in their real key layouts (tests/fixtures/upscalers.py) are detected and run
 by spandrel on the CPU. Expected values come from A1111's code: Upscaler.upscale (model up to three times, then
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, PngImagePlugin
 
 from tests.fixtures.upscalers import write_esrgan, write_realesrgan
-from webui.core.extras import (
+from webui.core.postprocess.extras import (
     EXTRAS_BATCH,
     EXTRAS_DIRECTORY,
     EXTRAS_SINGLE,
@@ -28,10 +28,10 @@ from webui.core.extras import (
     postprocessing_infotext,
     run_extras,
 )
-from webui.core.face_restore import FaceRestoreFolders, FaceRestorers, FaceRestoreUnavailable
-from webui.core.images import read_info_from_image
+from webui.core.postprocess.face_restore import FaceRestoreFolders, FaceRestorers, FaceRestoreUnavailable
+from webui.core.io.images import read_info_from_image
 from webui.core.settings import Settings
-from webui.core.upscalers import (
+from webui.core.postprocess.upscalers import (
     LANCZOS,
     NEAREST,
     UpscalerFolders,
@@ -468,13 +468,13 @@ def client(registry, restorers, tmp_path):
 
 
 def b64(image: Image.Image) -> str:
-    from webui.core.images import encode_base64
+    from webui.core.io.images import encode_base64
 
     return encode_base64(image, "png")
 
 
 def test_api_extra_single_image(client):
-    from webui.core.images import decode_base64_image
+    from webui.core.io.images import decode_base64_image
 
     img = random_image()
     r = client.post("/sdapi/v1/extra-single-image", json={"image": b64(img), "upscaler_1": "Lanczos"})
@@ -492,7 +492,7 @@ def test_api_extra_batch_images(client):
         "imageList": [{"data": b64(im), "name": f"{i}.png"} for i, im in enumerate(images)],
         "upscaler_1": "4x_tiny", "upscaling_resize": 4})
     assert r.status_code == 200, r.text
-    from webui.core.images import decode_base64_image
+    from webui.core.io.images import decode_base64_image
 
     assert [decode_base64_image(x).size for x in r.json()["images"]] == [(64, 64), (96, 64)]
     # a JSON 4 for a float field is 4.0, as in A1111 (pydantic v1 coerces it too; only the default stays 2)

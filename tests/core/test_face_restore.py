@@ -1,4 +1,4 @@
-"""Face restoration (webui.core.face_restore): files and errors, the RetinaFace / ParseNet layouts of facexlib's
+"""Face restoration (webui.core.postprocess.face_restore): files and errors, the RetinaFace / ParseNet layouts of facexlib's
 weights, the detector's anchor maths, and the align -> restore -> paste-back path of A1111's
 restore_with_face_helper, driven by a detector and a parser whose answers are known."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from webui.core.face_restore import (
+from webui.core.postprocess.face_restore import (
     DETECTION_WEIGHTS,
     FACE_TEMPLATE_512,
     PARSING_WEIGHTS,
@@ -201,7 +201,7 @@ def test_restore_runs_the_networks_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(restorers, "network", lambda name: FakeNet())
     monkeypatch.setattr(restorers, "detector", lambda: FakeDetector())
     monkeypatch.setattr(restorers, "parser", lambda: (lambda t: (all_face_parser(t),)))
-    monkeypatch.setattr("webui.core.face_restore.retinaface_detect", lambda net, img: detection(landmarks))
+    monkeypatch.setattr("webui.core.postprocess.face_restore.retinaface_detect", lambda net, img: detection(landmarks))
     image = Image.fromarray(np.full((640, 640, 3), 80, np.uint8))
     out = restorers.restore(image, "CodeFormer", settings={"code_former_weight": 0.25})
     assert calls == [0.25] and out.size == image.size and out.mode == "RGB"

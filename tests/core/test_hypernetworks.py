@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from tests.fixtures.hypernetworks import write_tiny_hypernetwork
 from webui.core.devices import plan_devices
-from webui.core.hypernetworks import (
+from webui.core.networks.hypernetworks import (
     HypernetworkAttnProcessor,
     HypernetworkCache,
     HypernetworkInfo,
@@ -31,7 +31,7 @@ from webui.core.hypernetworks import (
     parse_dropout_structure,
     prompt_tag_for_setting,
 )
-from webui.core.loader import load_components
+from webui.core.models.loader import load_components
 from webui.core.types import CheckpointInfo
 
 

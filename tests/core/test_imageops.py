@@ -1,4 +1,4 @@
-"""webui.core.imageops against numbers worked out by hand from A1111 v1.10.1's code (images.py, masking.py,
+"""webui.core.generation.imageops against numbers worked out by hand from A1111 v1.10.1's code (images.py, masking.py,
 processing.py, sd_samplers_common.py, shared.py)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from webui.core import imageops as io
+from webui.core.generation import imageops as io
 
 LANCZOS = Image.Resampling.LANCZOS
 

@@ -12,7 +12,7 @@ import piexif.helper
 import pytest
 from PIL import Image, PngImagePlugin
 
-from webui.core.images import (
+from webui.core.io.images import (
     FilenameContext,
     InvalidImage,
     InvalidImageFormat,
@@ -29,7 +29,7 @@ from webui.core.images import (
     save_grid,
     save_image_atomic,
 )
-from webui.core.infotext import parse_generation_parameters
+from webui.core.io.infotext import parse_generation_parameters
 
 INFOTEXT = (
     'a cat, "quoted", ünïcødé\nNegative prompt: dog: bad\n'

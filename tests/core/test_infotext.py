@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webui.core.infotext import (
+from webui.core.io.infotext import (
     INFOTEXT_ORDER,
     build_infotext,
     ordered_params,
@@ -463,7 +463,7 @@ def test_parse_real_world_infotexts(text, expected):
 
 
 def test_infotext_pasted_addnet_fields_become_lora_tags():
-    from webui.core.infotext import infotext_pasted
+    from webui.core.io.infotext import infotext_pasted
 
     text = REAL_WORLD[8].values[0]
     params = infotext_pasted(parse_generation_parameters(text))
@@ -475,7 +475,7 @@ def test_infotext_pasted_addnet_fields_become_lora_tags():
 
 
 def test_infotext_pasted_lora_hashes_rewrite_to_current_alias():
-    from webui.core.infotext import infotext_pasted, lora_hashes_pasted
+    from webui.core.io.infotext import infotext_pasted, lora_hashes_pasted
 
     params = {"Prompt": "a <lora:old_name:0.7> and <lora:other:1> <lora:gone:0.5>",
               "Lora hashes": "old_name: 7c6bad76eb54, other: 111111111111, gone: 222222222222"}

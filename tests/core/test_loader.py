@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from webui.core.devices import plan_devices
-from webui.core.loader import (
+from webui.core.models.loader import (
     SD1,
     SD2,
     SDXL,
@@ -44,7 +44,7 @@ def test_each_architecture_loads(models_root, tokenizer_dir, arch):
 
 
 def test_refiner_detected(tmp_path, tokenizer_dir):
-    from webui.core.demo_model import write_tiny_checkpoint
+    from webui.core.models.demo_model import write_tiny_checkpoint
 
     p = write_tiny_checkpoint(str(tmp_path / "refiner.safetensors"), "SDXL-refiner")
     comp = load_components(_info(p), plan_devices(), tokenizer_dir)
@@ -53,7 +53,7 @@ def test_refiner_detected(tmp_path, tokenizer_dir):
 
 def test_weights_survive_the_round_trip(tokenizer_dir, tmp_path):
     """LDM file written from diffusers modules -> loader -> the very same tensors (UNet, VAE, text encoder)."""
-    from webui.core import demo_model
+    from webui.core.models import demo_model
 
     torch.manual_seed(7)
     unet, _ = demo_model._tiny_unet("SD1", 32)
@@ -111,7 +111,7 @@ def test_truncated_file_is_a_clear_error(tmp_path):
 
 
 def test_tokenizer_matches_clip_vocabulary(tokenizer_dir):
-    from webui.core.tokenizers import clip_tokenizer
+    from webui.core.models.tokenizers import clip_tokenizer
 
     tok = clip_tokenizer(tokenizer_dir)
     assert len(tok) == 49408

@@ -16,8 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from webui.core.merge import MergeError, MergeRequest, merge_checkpoints, read_metadata
-from webui.core.registry import CheckpointRegistry, HashCache, VaeRegistry, model_hash
+from webui.core.models.merge import MergeError, MergeRequest, merge_checkpoints, read_metadata
+from webui.core.models.registry import CheckpointRegistry, HashCache, VaeRegistry, model_hash
 
 POS_IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
 TOKEN_EMB = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
@@ -253,8 +253,8 @@ def _vae_file(env, layout: str) -> tuple[str, dict]:
     elif layout == "prefixed":
         sd = dict(expected)
     else:  # diffusers
-        from webui.core import ldm_layout
-        from webui.core.demo_model import _tiny_vae
+        from webui.core.models import ldm_layout
+        from webui.core.models.demo_model import _tiny_vae
 
         vae, cfg = _tiny_vae()
         sd = {k: torch.randn(v.shape, generator=g) for k, v in vae.state_dict().items()}
@@ -424,7 +424,7 @@ def test_errors_are_clear_and_write_nothing(env):
 
 
 def test_failed_write_leaves_no_file(env, monkeypatch):
-    import webui.core.merge as merge_mod
+    import webui.core.models.merge as merge_mod
 
     def boom(src, dst):
         raise OSError("disk full")
@@ -449,7 +449,7 @@ def test_output_overwrites_an_input_safely(env):
 
 def test_merged_file_loads_and_generates(tmp_path, models_root, base_sd):
     from webui.config import parse
-    from webui.core.loader import load_components
+    from webui.core.models.loader import load_components
     from webui.core.types import GenerationRequest
     from webui.state import build_state
 
@@ -488,8 +488,8 @@ _RSS_SCRIPT = textwrap.dedent(
     import json, resource, sys, time
     d = sys.argv[1]
     import torch
-    from webui.core.registry import CheckpointRegistry, HashCache
-    from webui.core.merge import MergeRequest, merge_checkpoints
+    from webui.core.models.registry import CheckpointRegistry, HashCache
+    from webui.core.models.merge import MergeRequest, merge_checkpoints
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     reg = CheckpointRegistry(d, hash_cache=HashCache(None))
     reg.refresh()

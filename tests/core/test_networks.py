@@ -16,8 +16,8 @@ import torch
 
 from tests.fixtures import networks as fx
 from webui.core.devices import plan_devices
-from webui.core.loader import load_components
-from webui.core.networks import (
+from webui.core.models.loader import load_components
+from webui.core.networks.lora import (
     AppliedNetworks,
     LoraInfo,
     LoraRegistry,
@@ -29,8 +29,8 @@ from webui.core.networks import (
     apply_networks,
     load_network,
 )
-from webui.core.prompts import ExtraNetworkParams, parse_extra_networks
-from webui.core.registry import HashCache
+from webui.core.generation.prompts import ExtraNetworkParams, parse_extra_networks
+from webui.core.models.registry import HashCache
 from webui.core.types import CheckpointInfo
 
 SD1_LINEAR = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"

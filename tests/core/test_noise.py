@@ -1,4 +1,4 @@
-"""webui.core.noise against A1111 v1.10.1's rng.py / rng_philox.py / processing.py seed handling.
+"""webui.core.generation.noise against A1111 v1.10.1's rng.py / rng_philox.py / processing.py seed handling.
 
 Where the recorded numbers come from:
 * CPU source: ``torch.manual_seed(seed); torch.randn(shape)`` on the CPU (deterministic across machines), and a scratch
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from webui.core import noise
-from webui.core.noise import ImageRNG, PhiloxGenerator, resolve_seeds, slerp
+from webui.core.generation import noise
+from webui.core.generation.noise import ImageRNG, PhiloxGenerator, resolve_seeds, slerp
 
 SHAPE = (4, 64, 64)
 

@@ -1,4 +1,4 @@
-"""A1111's prompt language (webui/core/prompts.py): expected values written by hand from A1111 v1.10.1's source and
+"""A1111's prompt language (webui/core/generation/prompts.py): expected values written by hand from A1111 v1.10.1's source and
 docstrings (modules/prompt_parser.py, extra_networks.py, styles.py, processing_scripts/comments.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from webui.core.prompts import (
+from webui.core.generation.prompts import (
     ComposablePart,
     ExtraNetworkParams,
     PromptStyle,
@@ -287,7 +287,7 @@ def styles_db(tmp_path):
 
 def test_styles_read(styles_db, caplog):
     db, path = styles_db
-    with caplog.at_level(logging.WARNING, logger="webui.core.prompts"):
+    with caplog.at_level(logging.WARNING, logger="webui.core.generation.prompts"):
         styles = db.list()
     assert styles == [
         PromptStyle("Photo", "photo of {prompt}, 8k", "blurry", path),

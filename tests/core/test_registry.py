@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from webui.core import registry as reg
-from webui.core.registry import (
+from webui.core.models import registry as reg
+from webui.core.models.registry import (
     CheckpointNotFound,
     CheckpointRegistry,
     HashCache,

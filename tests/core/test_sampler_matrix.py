@@ -8,8 +8,8 @@ import pytest
 
 from pipelines.schedules import SCHEDULERS
 from webui.config import parse
-from webui.core.infotext import parse_generation_parameters
-from webui.core.samplers import SAMPLERS
+from webui.core.io.infotext import parse_generation_parameters
+from webui.core.generation.samplers import SAMPLERS
 from webui.core.types import GenerationRequest
 from webui.state import build_state
 

@@ -1,4 +1,4 @@
-"""webui.core.samplers: A1111 v1.10.1's sampler table, /sdapi/v1/samplers, and name resolution (spec §6.3, §15.1).
+"""webui.core.generation.samplers: A1111 v1.10.1's sampler table, /sdapi/v1/samplers, and name resolution (spec §6.3, §15.1).
 
 Expected values are transcribed from A1111 v1.10.1 modules/sd_samplers_kdiffusion.py (samplers_k_diffusion,
 sampler_extra_params), sd_samplers_timesteps.py, sd_samplers_lcm.py and sd_samplers.py (get_sampler_and_scheduler).
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from pipelines import k_sampling, timestep_sampling
-from webui.core import samplers as S
-from webui.core.samplers import SAMPLERS, find_sampler, resolve_sampler_and_scheduler, samplers_api_list
+from webui.core.generation import samplers as S
+from webui.core.generation.samplers import SAMPLERS, find_sampler, resolve_sampler_and_scheduler, samplers_api_list
 
 # spec §15.1, in /sdapi/v1/samplers order: (name, aliases, options as the API shows them)
 EXPECTED_API = [
@@ -182,6 +182,6 @@ def test_importing_samplers_loads_no_web_framework():
     import subprocess
     import sys
 
-    code = "import sys, webui.core.samplers; print('gradio' in sys.modules or 'fastapi' in sys.modules)"
+    code = "import sys, webui.core.generation.samplers; print('gradio' in sys.modules or 'fastapi' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

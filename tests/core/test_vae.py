@@ -12,10 +12,10 @@ import torch
 from tests.fixtures import embeddings as fx
 from tests.fixtures.checkpoints import write_malicious_checkpoint
 from webui.core.devices import DevicePlan, plan_devices
-from webui.core.loader import load_components
-from webui.core.registry import HashCache, VaeRegistry
+from webui.core.models.loader import load_components
+from webui.core.models.registry import HashCache, VaeRegistry
 from webui.core.types import CheckpointInfo
-from webui.core.vae import (
+from webui.core.networks.vae import (
     SOURCE_COMMANDLINE,
     SOURCE_NEAR_CHECKPOINT,
     SOURCE_SETTINGS,

@@ -227,7 +227,7 @@ def test_img2img_without_image_shows_a_readable_error(page):
 def test_png_info_reads_a_saved_png_and_sends_it(page, ui_server, tmp_path):
     text = ("a lighthouse\nNegative prompt: fog\nSteps: 6, Sampler: Euler, Schedule type: Automatic, CFG scale: 4.5, "
             "Seed: 2024, Size: 64x64, Model: tiny-sd15")
-    from webui.core.images import encode_image
+    from webui.core.io.images import encode_image
 
     path = tmp_path / "saved.png"
     path.write_bytes(encode_image(Image.new("RGB", (64, 64), (9, 99, 199)), "png", text))

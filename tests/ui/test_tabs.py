@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from webui.core.infotext import parse_generation_parameters
+from webui.core.io.infotext import parse_generation_parameters
 from webui.core.types import HiresOptions, RefinerOptions
 from webui.ui import common
 from webui.ui.tabs import img2img, txt2img
@@ -219,7 +219,7 @@ def test_selected_infotext_and_gallery_image(tmp_path):
 
 
 def test_token_counter_counts_75_token_chunks(tokenizer_dir):
-    from webui.core.tokenizers import clip_tokenizer
+    from webui.core.models.tokenizers import clip_tokenizer
 
     tok = clip_tokenizer(tokenizer_dir)
     assert common.count_tokens(tok, "", 20) == (0, 75)

@@ -15,14 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from webui.core.engine import GenerationError
-from webui.core.images import InvalidImage, InvalidImageFormat
-from webui.core.loader import CheckpointLoadError
+from webui.core.generation.engine import GenerationError
+from webui.core.io.images import InvalidImage, InvalidImageFormat
+from webui.core.models.loader import CheckpointLoadError
 from webui.core.queue import DuplicateTaskId, TaskCancelled
 from webui.core.controlnet.errors import ControlNetError
-from webui.core.face_restore import FaceRestoreUnavailable, UnknownFaceRestorer
-from webui.core.upscalers import UpscalerLoadError, UpscalerNotFound
-from webui.core.registry import CheckpointNotFound
+from webui.core.postprocess.face_restore import FaceRestoreUnavailable, UnknownFaceRestorer
+from webui.core.postprocess.upscalers import UpscalerLoadError, UpscalerNotFound
+from webui.core.models.registry import CheckpointNotFound
 from webui.core.settings import UnknownOption
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Image inputs of the API (A1111 api.py ``decode_base64_to_image``, ``verify_url``; spec §4.2).
 
-Plain base64 and ``data:image/...;base64,`` URLs are decoded by :func:`webui.core.images.decode_base64_image`; an
+Plain base64 and ``data:image/...;base64,`` URLs are decoded by :func:`webui.core.io.images.decode_base64_image`; an
 ``http(s)://`` URL is fetched only as A1111 allows it: option ``api_enable_requests`` on, and (option
 ``api_forbid_local_requests``) only when every address its host resolves to is globally routable. A1111 answers
 these refusals with a 500; we answer 4xx in its error shape with its messages.
@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from PIL import Image
 
 from webui.api.errors import ApiError
-from webui.core.images import InvalidImage, decode_base64_image, fix_image
+from webui.core.io.images import InvalidImage, decode_base64_image, fix_image
 
 #: Largest download accepted for an image URL (bytes).
 MAX_URL_BYTES = 64 * 1024 * 1024

@@ -416,7 +416,7 @@ INFOTEXT_SETTINGS: dict[str, str] = {
 def apply_infotext(body, settings=None):
     """A1111 api.apply_infotext: the request's ``infotext`` fills every field the JSON did not set explicitly, and
     the settings it mentions join ``override_settings`` (the request's keys win). Returns a new body."""
-    from webui.core.infotext import parse_generation_parameters
+    from webui.core.io.infotext import parse_generation_parameters
 
     if not body.infotext:
         return body
@@ -458,7 +458,7 @@ def to_request(body, *, mode: str = "txt2img", task_id: str | None = None,
     """
     from webui.core.types import HiresOptions, InpaintOptions, RefinerOptions
 
-    from webui.core.samplers import resolve_sampler_and_scheduler
+    from webui.core.generation.samplers import resolve_sampler_and_scheduler
 
     res = resolve_sampler_and_scheduler(body.sampler_name, body.scheduler, body.sampler_index or "Euler")
     fallback = None

@@ -204,7 +204,7 @@ class ProgressTracker:
         try:
             images = latents_to_preview_images(latent.detach(), sdxl=str(self.model_arch() or "").startswith("SDXL"))
             if self.options("show_progress_grid") and len(images) > 1:
-                from webui.core.images import image_grid
+                from webui.core.io.images import image_grid
 
                 image = image_grid(images, batch_size=len(images), n_rows=int(self.options("n_rows")),
                                    grid_prevent_empty_spots=bool(self.options("grid_prevent_empty_spots")))

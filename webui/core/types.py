@@ -105,7 +105,7 @@ class ControlNetUnit:
 class GenerationRequest:
     """Everything one generation needs (A1111's StableDiffusionProcessing fields, resolved to plain values).
 
-    Sampler and scheduler are already resolved to A1111 names/labels by the adapter (``webui.core.samplers``).
+    Sampler and scheduler are already resolved to A1111 names/labels by the adapter (``webui.core.generation.samplers``).
     ``seed``/``subseed`` may still be -1; the engine draws them.
     """
 

@@ -192,8 +192,8 @@ def count_tokens(tokenizer, text: str, steps: int, *, is_positive: bool = True, 
     chunks (BREAK, comma backtracking) and counts 75 per full chunk plus the tokens of the last one; the target is
     the next multiple of 75. Embedding names count as their words here (A1111 counts the embedding's vectors).
     """
-    from webui.core import prompts as pp
-    from webui.core.conditioning import tokenize_chunks
+    from webui.core.generation import prompts as pp
+    from webui.core.generation.conditioning import tokenize_chunks
 
     try:
         text, _ = pp.parse_extra_networks(text)
@@ -213,7 +213,7 @@ def count_tokens(tokenizer, text: str, steps: int, *, is_positive: bool = True, 
 
 
 def token_counter_html(state, text: str, steps: Any, styles: list | None = None, *, is_positive: bool = True) -> str:
-    from webui.core.tokenizers import clip_tokenizer
+    from webui.core.models.tokenizers import clip_tokenizer
 
     if state.settings.get("disable_token_counters"):
         return ""
@@ -279,7 +279,7 @@ def paste_values(params: dict, fields: list[PasteField]) -> dict[str, Any]:
 
 def parse_infotext(state, text: str) -> dict:
     """A1111 ``parse_generation_parameters`` with the options that steer it, then the built-in paste callbacks."""
-    from webui.core.infotext import infotext_pasted, parse_generation_parameters
+    from webui.core.io.infotext import infotext_pasted, parse_generation_parameters
 
     styles = state.styles
     params = parse_generation_parameters(
@@ -298,21 +298,21 @@ def parse_infotext(state, text: str) -> dict:
 
 def sampler_from_infotext(params: dict) -> str | None:
     """A1111 ``sd_samplers.get_sampler_from_infotext``."""
-    from webui.core.samplers import get_sampler_and_scheduler
+    from webui.core.generation.samplers import get_sampler_and_scheduler
 
     return get_sampler_and_scheduler(params.get("Sampler"), params.get("Schedule type"))[0].name
 
 
 def scheduler_from_infotext(params: dict) -> str | None:
     """A1111 ``sd_samplers.get_scheduler_from_infotext``."""
-    from webui.core.samplers import get_sampler_and_scheduler
+    from webui.core.generation.samplers import get_sampler_and_scheduler
 
     return get_sampler_and_scheduler(params.get("Sampler"), params.get("Schedule type"))[1].label
 
 
 def hr_sampler_from_infotext(params: dict) -> str | None:
     """A1111 ``get_hr_sampler_from_infotext``: "Use same sampler" unless the infotext names one."""
-    from webui.core.samplers import get_sampler_and_scheduler
+    from webui.core.generation.samplers import get_sampler_and_scheduler
 
     hr = params.get("Hires sampler", "Use same sampler")
     if hr == "Use same sampler":
@@ -321,7 +321,7 @@ def hr_sampler_from_infotext(params: dict) -> str | None:
 
 
 def hr_scheduler_from_infotext(params: dict) -> str | None:
-    from webui.core.samplers import get_sampler_and_scheduler
+    from webui.core.generation.samplers import get_sampler_and_scheduler
 
     hr = params.get("Hires sampler", "Use same sampler")
     sched = params.get("Hires schedule type", "Use same scheduler")

@@ -63,7 +63,7 @@ class TabUi:
 
 
 def sampler_choices(state) -> list[str]:
-    from webui.core.samplers import sampler_names
+    from webui.core.generation.samplers import sampler_names
 
     hidden = set(state.settings.get("hide_samplers") or ())
     return [n for n in sampler_names() if n not in hidden]
@@ -106,7 +106,7 @@ def upscaler_names(state) -> list[str]:
 
 
 def hires_upscalers(state) -> list[str]:
-    from webui.core.imageops import LATENT_UPSCALE_MODES
+    from webui.core.generation.imageops import LATENT_UPSCALE_MODES
 
     return [*LATENT_UPSCALE_MODES, *[n for n in upscaler_names(state) if n not in LATENT_UPSCALE_MODES]]
 
@@ -487,7 +487,7 @@ def _open_folder(state, tab: str) -> str:
 def _save_images(state, tab: str, gallery_value, index, info_json, *, as_zip: bool):
     """A1111's 💾 / 🗃️ (ui_common.save_files): copy the shown images (only the selected one with option
     save_selected_only) into ``outdir_save`` with their infotext, and offer them -- or a zip of them -- for download."""
-    from webui.core.images import save_generated_image
+    from webui.core.io.images import save_generated_image
 
     if not gallery_value:
         return gr.update(visible=False), common.error_html(ValueError("there are no images to save"))

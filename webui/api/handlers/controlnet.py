@@ -19,7 +19,7 @@ from webui.api.errors import ApiError
 from webui.api.image_input import decode_image_input
 from webui.core.controlnet import API_VERSION, ControlNetError, module_detail, module_list
 from webui.core.controlnet import detect as core_detect
-from webui.core.images import encode_base64
+from webui.core.io.images import encode_base64
 
 #: The extension's default for option control_net_unit_count (external_code.get_max_models_num).
 DEFAULT_UNIT_COUNT = 3

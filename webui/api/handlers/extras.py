@@ -2,7 +2,7 @@
 /realesrgan-models and /face-restorers (A1111 api.py ``extras_single_image_api``, ``extras_batch_images_api``,
 ``get_upscalers``, ``get_realesrgan_models``, ``get_face_restorers``; spec §7, §11.3, §11.8, §11.9).
 
-Thin: validate, decode, run :func:`webui.core.extras.run_extras` on the queue (A1111 takes the queue lock; nothing is
+Thin: validate, decode, run :func:`webui.core.postprocess.extras.run_extras` on the queue (A1111 takes the queue lock; nothing is
 saved, as in A1111's API), encode. A1111 answers an unknown upscaler with a 500 AssertionError and a missing face
 model by silently returning the image; we answer 400 in A1111's error shape naming the valid upscalers, or the folder
 and files a face restorer needs.
@@ -21,10 +21,10 @@ from pydantic import BaseModel, Field
 from webui.api.errors import ApiError
 from webui.api.image_input import decode_image_input
 from webui.api.models import A1111Model
-from webui.core.extras import EXTRAS_BATCH, EXTRAS_SINGLE, ExtrasInputError, ExtrasOptions, run_extras
-from webui.core.face_restore import FaceRestorers, FaceRestoreUnavailable, UnknownFaceRestorer
-from webui.core.images import encode_base64
-from webui.core.upscalers import UpscalerLoadError, UpscalerNotFound, UpscalerRegistry, realesrgan_models_api
+from webui.core.postprocess.extras import EXTRAS_BATCH, EXTRAS_SINGLE, ExtrasInputError, ExtrasOptions, run_extras
+from webui.core.postprocess.face_restore import FaceRestorers, FaceRestoreUnavailable, UnknownFaceRestorer
+from webui.core.io.images import encode_base64
+from webui.core.postprocess.upscalers import UpscalerLoadError, UpscalerNotFound, UpscalerRegistry, realesrgan_models_api
 
 # -- models (A1111 modules/api/models.py) ----------------------------------------------------------------------------
 

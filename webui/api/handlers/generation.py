@@ -19,7 +19,7 @@ from webui.api.models import (
     limit_problems,
     to_request,
 )
-from webui.core.images import encode_base64
+from webui.core.io.images import encode_base64
 from webui.core.queue import TaskCancelled, new_task_id
 from webui.state import AppState
 

@@ -178,9 +178,9 @@ def _jsonable(value):
 
 def png_info(body: PNGInfoRequest, request: Request) -> PNGInfoResponse:
     """POST /sdapi/v1/png-info (A1111 pnginfoapi): the infotext, the image's other info items, the parsed fields."""
-    from webui.core.images import read_info_from_image
-    from webui.core.infotext import parse_generation_parameters
-    from webui.core.samplers import SAMPLERS
+    from webui.core.io.images import read_info_from_image
+    from webui.core.io.infotext import parse_generation_parameters
+    from webui.core.generation.samplers import SAMPLERS
 
     settings = _state(request).settings
     image = decode_image_input(body.image.strip(), "image", settings.get)
@@ -199,7 +199,7 @@ def png_info(body: PNGInfoRequest, request: Request) -> PNGInfoResponse:
     )
     # the built-in Lora extension's paste callbacks (spec §8.1): old AddNet fields become tags, Lora hashes
     # rewrite tags to the names this server knows the files by
-    from webui.core.infotext import infotext_pasted
+    from webui.core.io.infotext import infotext_pasted
 
     state = _state(request)
     lookup = None

@@ -23,7 +23,7 @@ def sd_models(request: Request) -> list[SDModelItem]:
 
 
 def samplers() -> list[SamplerItem]:
-    from webui.core.samplers import samplers_api_list
+    from webui.core.generation.samplers import samplers_api_list
 
     return [SamplerItem(**s) for s in samplers_api_list()]
 

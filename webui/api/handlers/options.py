@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from webui.api.errors import ApiError
 from webui.config import Config
-from webui.core.registry import CheckpointNotFound
+from webui.core.models.registry import CheckpointNotFound
 from webui.core.settings import OPTIONS_BY_KEY, Option, UnknownOption
 from webui.state import AppState
 

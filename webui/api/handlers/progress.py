@@ -24,7 +24,7 @@ from webui.api.models import (
     TaskProgressResponse,
 )
 from webui.core import queue as q
-from webui.core.images import encode_base64
+from webui.core.io.images import encode_base64
 from webui.state import AppState
 
 

@@ -123,7 +123,7 @@ class ControlNetHook:
 
 def _read_array(data: bytes) -> np.ndarray:
     """external_code.to_base64_nparray: the decoded image as numpy uint8 (PIL's own channel layout)."""
-    from webui.core.images import read_image
+    from webui.core.io.images import read_image
 
     try:
         return np.array(read_image(data)).astype("uint8")

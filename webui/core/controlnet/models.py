@@ -85,7 +85,7 @@ class ControlNetRegistry:
 
     def refresh(self) -> list[ControlNetModelInfo]:
         """global_state.update_cn_models: scan the folders; earlier folders win a title both have."""
-        from webui.core.registry import model_hash
+        from webui.core.models.registry import model_hash
 
         models: OrderedDict[str, str | None] = OrderedDict()
         for path in self.model_dirs:
@@ -286,7 +286,7 @@ def _diffusers_config_from_shapes(sd: dict[str, torch.Tensor], unet=None) -> dic
 
 def _base_unet_ldm(unet) -> dict[str, torch.Tensor]:
     """The live base UNet's weights under LDM names (what a "difference" file is relative to)."""
-    from webui.core.ldm_layout import UNET_PREFIX, unet_to_ldm
+    from webui.core.models.ldm_layout import UNET_PREFIX, unet_to_ldm
 
     return {k[len(UNET_PREFIX):]: v for k, v in unet_to_ldm(unet.state_dict(), unet.config).items()}
 
@@ -346,7 +346,7 @@ def load_controlnet(info: ControlNetModelInfo, unet) -> LoadedControlNet:
     """Read (safely) and build one ControlNet on the base UNet's device and dtype."""
     from diffusers import ControlNetModel
 
-    from webui.core.loader import CheckpointLoadError, read_state_dict
+    from webui.core.models.loader import CheckpointLoadError, read_state_dict
 
     try:
         raw = read_state_dict(info.filename)

@@ -53,7 +53,7 @@ ImageDecoder = Callable[[str, str], bytes]
 def decode_base64_bytes(value: str, field: str) -> bytes:
     """A unit image as A1111's decode_base64_to_image reads it (plain base64 or a ``data:image/...;base64,`` URL),
     kept as the encoded file bytes; refused unless PIL can read it."""
-    from webui.core.images import read_image
+    from webui.core.io.images import read_image
 
     try:
         encoding = value.split(";")[1].split(",")[1] if value.startswith("data:image/") else value

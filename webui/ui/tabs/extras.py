@@ -1,5 +1,5 @@
 """The Extras tab (A1111 ``ui_postprocessing``): Single Image / Batch Process / Batch from Directory; Upscale (scale by
-or to, two upscalers blended), GFPGAN, CodeFormer. Runs :func:`webui.core.extras.run_extras` on the shared queue when
+or to, two upscalers blended), GFPGAN, CodeFormer. Runs :func:`webui.core.postprocess.extras.run_extras` on the shared queue when
 the app state has the upscaler registry and face restorers; otherwise the controls are shown with a notice."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ MODES = ("Single Image", "Batch Process", "Batch from Directory")
 
 
 def to_request(values: dict[str, Any]):
-    """The tab's values by component name -> ``webui.core.extras.ExtrasOptions`` (A1111's extras fields)."""
-    from webui.core.extras import ExtrasOptions
+    """The tab's values by component name -> ``webui.core.postprocess.extras.ExtrasOptions`` (A1111's extras fields)."""
+    from webui.core.postprocess.extras import ExtrasOptions
 
     return ExtrasOptions(
         resize_mode=int(values.get("resize_mode") or 0),
@@ -42,7 +42,7 @@ def unavailable_reason(state) -> str | None:
         return ("Extras is not available yet: the app state has no upscaler registry and face restorers "
                 "(AppState.upscalers / AppState.face_restorers).")
     try:
-        import webui.core.extras  # noqa: F401
+        import webui.core.postprocess.extras  # noqa: F401
     except Exception as e:  # the core is being written; say so rather than fail the whole page
         return f"Extras is not available: {type(e).__name__}: {e}"
     return None
@@ -125,7 +125,7 @@ def build(state) -> c.TabUi:
                 opts = to_request(named)
                 inputs = _inputs(named)
                 upscalers_, restorers = state.upscalers, state.face_restorers
-                from webui.core.extras import run_extras
+                from webui.core.postprocess.extras import run_extras
 
                 future = common.submit(state, NAME, lambda p: run_extras(
                     int(named.get("extras_mode") or 0), opts, upscalers=upscalers_, restorers=restorers,

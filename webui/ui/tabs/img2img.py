@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.core.imageops import RESIZE_MODES
+from webui.core.generation.imageops import RESIZE_MODES
 from webui.core.types import GenerationRequest, InpaintOptions
 from webui.ui import common
 from webui.ui import components as c
@@ -58,8 +58,8 @@ def image_and_mask(values: dict[str, Any]) -> tuple[Any, Any]:
     import numpy as np
     from PIL import Image, ImageEnhance, ImageFilter
 
-    from webui.core.imageops import create_binary_mask
-    from webui.core.images import fix_image
+    from webui.core.generation.imageops import create_binary_mask
+    from webui.core.io.images import fix_image
 
     mode = int(values.get("mode") or 0)
     mask = None

@@ -1,5 +1,5 @@
 """The Checkpoint Merger tab (A1111 ``ui_checkpoint_merger``): models A/B/C, method, multiplier, format, float16, config
-source, bake-in VAE, discard weights, metadata. Runs :func:`webui.core.merge.merge_checkpoints` on the shared queue
+source, bake-in VAE, discard weights, metadata. Runs :func:`webui.core.models.merge.merge_checkpoints` on the shared queue
 (the worker owns the disk-heavy work, as A1111 takes its queue lock) when that core is importable."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ INTERP_DESCRIPTIONS = {
 
 
 def to_request(values: dict[str, Any]):
-    """The tab's values by component name -> ``webui.core.merge.MergeRequest`` (A1111 run_modelmerger's args)."""
-    from webui.core.merge import MergeRequest
+    """The tab's values by component name -> ``webui.core.models.merge.MergeRequest`` (A1111 run_modelmerger's args)."""
+    from webui.core.models.merge import MergeRequest
 
     def model(key):
         v = values.get(key)
@@ -54,7 +54,7 @@ def to_request(values: dict[str, Any]):
 
 def unavailable_reason() -> str | None:
     try:
-        from webui.core.merge import merge_checkpoints  # noqa: F401
+        from webui.core.models.merge import merge_checkpoints  # noqa: F401
     except Exception as e:
         return f"Checkpoint Merger is not available yet: {type(e).__name__}: {e}"
     return None
@@ -124,7 +124,7 @@ def build(state) -> c.TabUi:
 
     if why is None:
         def run(values: dict):
-            from webui.core.merge import merge_checkpoints
+            from webui.core.models.merge import merge_checkpoints
 
             named = form.named(values)
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from webui.core.images import read_info_from_image
+from webui.core.io.images import read_info_from_image
 from webui.ui import common
 from webui.ui import components as c
 
@@ -17,7 +17,7 @@ def run_pnginfo(path) -> tuple[str, str]:
     if not path:
         return "", ""
     image = common.open_image(path)
-    from webui.core.samplers import SAMPLERS
+    from webui.core.generation.samplers import SAMPLERS
 
     samplers_map = {a.lower(): s.name for s in SAMPLERS for a in (s.name, *s.aliases)}
     geninfo, items = read_info_from_image(image, samplers_map)

@@ -62,7 +62,7 @@ def choices_for(state, opt: Option) -> list | None:
     if key in ("quicksettings_list", "infotext_skip_pasting"):
         return [o.key for o in OPTIONS] if key == "quicksettings_list" else None
     if key == "hide_samplers":
-        from webui.core.samplers import sampler_names
+        from webui.core.generation.samplers import sampler_names
 
         return sampler_names()
     if key == "sd_hypernetwork":

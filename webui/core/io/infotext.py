@@ -444,6 +444,6 @@ def _backcompat(d: dict[str, Any]) -> None:
 def _parse_prompt_attention(text: str) -> list[list[Any]]:
     """A1111 prompt_parser.parse_prompt_attention, used here only for the "Emphasis" default (does the prompt use
     any weight other than 1.0?)."""
-    from webui.core.prompts import parse_prompt_attention
+    from webui.core.generation.prompts import parse_prompt_attention
 
     return parse_prompt_attention(text)

@@ -3,8 +3,8 @@ images, or a folder; infotext and saving as A1111 v1.10.1 does them.
 
 Reproduces ``modules/postprocessing.py`` (``run_postprocessing``, ``run_extras``),
 ``scripts/postprocessing_upscale.py`` (``ScriptPostprocessingUpscale``), ``scripts/postprocessing_gfpgan.py`` and
-``scripts/postprocessing_codeformer.py``. The upscalers are :mod:`webui.core.upscalers`, the face restorers
-:mod:`webui.core.face_restore`. Plain functions on plain values; the API handler and the UI tab call
+``scripts/postprocessing_codeformer.py``. The upscalers are :mod:`webui.core.postprocess.upscalers`, the face restorers
+:mod:`webui.core.postprocess.face_restore`. Plain functions on plain values; the API handler and the UI tab call
 :func:`run_extras`.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from webui.core.face_restore import FaceRestorers
-from webui.core.images import (
+from webui.core.postprocess.face_restore import FaceRestorers
+from webui.core.io.images import (
     OUTPUT_FORMATS,
     InvalidImageFormat,
     fix_image,
@@ -29,8 +29,8 @@ from webui.core.images import (
     read_info_from_image,
     save_image_atomic,
 )
-from webui.core.infotext import quote
-from webui.core.upscalers import UpscalerRegistry, read_option
+from webui.core.io.infotext import quote
+from webui.core.postprocess.upscalers import UpscalerRegistry, read_option
 
 log = logging.getLogger(__name__)
 

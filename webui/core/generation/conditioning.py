@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from pipelines.denoiser import Cond, StepConds
-from webui.core import prompts as prompt_parser
+from webui.core.generation import prompts as prompt_parser
 
 CHUNK = 75
 
@@ -172,7 +172,7 @@ def _token_embedding_fixes(encoder, fixes: list[list[tuple[int, Any]]], kind: st
     if not any(fixes):
         yield
         return
-    from webui.core.embeddings import substitute_embeddings
+    from webui.core.networks.embeddings import substitute_embeddings
 
     def hook(_module, _inputs, output):
         return substitute_embeddings(output, fixes, kind)

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from webui.core.registry import HashCache, _walk_files
+from webui.core.models.registry import HashCache, _walk_files
 
 logger = logging.getLogger(__name__)
 
@@ -551,7 +551,7 @@ class ModuleIndex:
     """
 
     def __init__(self, components):
-        from webui.core.ldm_layout import UNET_PREFIX, unet_to_ldm
+        from webui.core.models.ldm_layout import UNET_PREFIX, unet_to_ldm
 
         self.modules: dict[tuple[str, str], torch.nn.Module] = {}  # (component, module path) -> module
         self.by_path: dict[tuple[str, str], tuple[str, str]] = {}  # (component, path as files write it) -> key
@@ -664,7 +664,7 @@ class LoadedNetwork:
 
 
 def _read_network_file(path: str) -> dict[str, torch.Tensor]:
-    from webui.core.loader import CheckpointLoadError, read_state_dict
+    from webui.core.models.loader import CheckpointLoadError, read_state_dict
 
     try:
         return read_state_dict(path)  # safetensors, or torch.load(weights_only=True) for .pt/.ckpt

@@ -12,7 +12,7 @@ import tempfile
 
 import torch
 
-from webui.core import ldm_layout
+from webui.core.models import ldm_layout
 
 DEMO_FILENAME = "demo-random-weights-sd15.safetensors"
 DEMO_NOTICE = (

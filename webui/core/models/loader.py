@@ -377,7 +377,7 @@ def load_components(info: CheckpointInfo, plan: DevicePlan, tokenizer_dir: str) 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
-    from webui.core.tokenizers import clip_tokenizer
+    from webui.core.models.tokenizers import clip_tokenizer
 
     path = info.filename
     sd = read_state_dict(path)

@@ -54,7 +54,7 @@ from typing import Any
 
 import torch
 
-from webui.core.registry import CheckpointNotFound, CheckpointRegistry, VaeRegistry, model_hash
+from webui.core.models.registry import CheckpointNotFound, CheckpointRegistry, VaeRegistry, model_hash
 from webui.core.types import CheckpointInfo
 
 logger = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ class _DictSource(_TensorSource):
 def _open_checkpoint(path: str) -> _TensorSource:
     if os.path.splitext(path)[1].lower() == ".safetensors":
         return _SafetensorsSource(path)
-    from webui.core.loader import CheckpointLoadError, read_state_dict
+    from webui.core.models.loader import CheckpointLoadError, read_state_dict
 
     try:
         return _DictSource(read_state_dict(path))
@@ -322,7 +322,7 @@ def _open_checkpoint(path: str) -> _TensorSource:
 class _VaeSource(_TensorSource):
     """A VAE file as A1111's ``load_vae_dict`` gives it (``loss*`` and ``model_ema.*`` dropped), keyed by the
     checkpoint key it replaces (``first_stage_model.<key>``). Bare LDM keys are A1111's layout; keys already
-    prefixed with ``first_stage_model.`` and diffusers-format files are accepted too (see webui.core.vae)."""
+    prefixed with ``first_stage_model.`` and diffusers-format files are accepted too (see webui.core.networks.vae)."""
 
     def __init__(self, path: str):
         src = _open_checkpoint(path)
@@ -335,7 +335,7 @@ class _VaeSource(_TensorSource):
             raise MergeError(f"{path}: no VAE weights in this file (encoder.*/decoder.* keys); is it a VAE?")
         if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for k in vae):
             # diffusers layout: convert in memory (a VAE is small next to a checkpoint)
-            from webui.core.vae import _ldm_vae_keys
+            from webui.core.networks.vae import _ldm_vae_keys
 
             tensors = {k: src.get(k) for k in names}
             src.close()

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
-from webui.core.registry import HashCache, natural_sort_key
+from webui.core.models.registry import HashCache, natural_sort_key
 
 logger = logging.getLogger(__name__)
 

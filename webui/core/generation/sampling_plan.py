@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from pipelines.a1111 import SamplerRun
 from pipelines.schedules import ModelSigmas, compute_sigmas
-from webui.core.noise import uses_eta_noise_seed_delta
-from webui.core.samplers import SamplerSpec, find_sampler
+from webui.core.generation.noise import uses_eta_noise_seed_delta
+from webui.core.generation.samplers import SamplerSpec, find_sampler
 
 
 @dataclass

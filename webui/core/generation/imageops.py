@@ -3,7 +3,7 @@
 Reproduces:
 
 * ``modules/images.py``: ``resize_image`` (modes 0 Just resize, 1 Crop and resize, 2 Resize and fill), ``flatten``,
-  (``image_grid`` lives in webui.core.images).
+  (``image_grid`` lives in webui.core.io.images).
 * ``modules/masking.py``: ``get_crop_region_v2``, ``get_crop_region``, ``expand_crop_region``, ``fill``.
 * ``modules/processing.py``: ``create_binary_mask``, the mask blur, ``overlay_images`` / ``paste_to`` /
   ``mask_for_overlay`` and the init image of ``StableDiffusionProcessingImg2Img.init`` (``prepare_inpaint``,

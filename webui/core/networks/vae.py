@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from webui.core.registry import HashCache, VaeRegistry
+from webui.core.models.registry import HashCache, VaeRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _diffusers_to_ldm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A diffusers-format VAE (``diffusion_pytorch_model.safetensors`` renamed) -> LDM keys, so that one converter
     and one config reader serve every layout. Older diffusers files name the attention ``query/key/value/
     proj_attn``."""
-    from webui.core.ldm_layout import vae_to_ldm
+    from webui.core.models.ldm_layout import vae_to_ldm
 
     renamed = {
         _OLD_DIFFUSERS_ATTENTION.sub(lambda m: m.group(1) + _OLD_ATTENTION_NAMES[m.group(2)] + ".", k): v
@@ -201,7 +201,7 @@ def load_vae_file(path: str, arch: str, plan) -> Any:
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    from webui.core.loader import CheckpointLoadError, _materialise, read_state_dict, vae_config_from_ldm
+    from webui.core.models.loader import CheckpointLoadError, _materialise, read_state_dict, vae_config_from_ldm
 
     path = os.path.abspath(path)
     if not os.path.isfile(path):

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from webui.core import infotext as infotext_mod
-from webui.core import noise as noise_mod
+from webui.core.io import infotext as infotext_mod
+from webui.core.generation import noise as noise_mod
 from webui.core.devices import DevicePlan
-from webui.core.images import save_generated_image
-from webui.core.loader import ModelComponents, load_components
-from webui.core.registry import CheckpointNotFound, CheckpointRegistry
+from webui.core.io.images import save_generated_image
+from webui.core.models.loader import ModelComponents, load_components
+from webui.core.models.registry import CheckpointNotFound, CheckpointRegistry
 from webui.core.settings import Settings
 from webui.core.types import CheckpointInfo, GenerationRequest, GenerationResult
 
@@ -88,7 +88,7 @@ class Engine:
                  vae_path: str | None = None, upscalers=None, controlnet=None, face_restorers=None):
         """The optional collaborators are the model-folder databases of AppState (VaeRegistry, LoraRegistry,
         EmbeddingDatabase, HypernetworkRegistry, StyleDatabase); a missing one turns its feature off."""
-        from webui.core.vae import VaeCache
+        from webui.core.networks.vae import VaeCache
 
         self.settings = settings
         self.registry = registry
@@ -96,9 +96,9 @@ class Engine:
         self.paths = paths
         self.vae_registry = vae_registry
         self.vae_path = vae_path  # --vae-path: wins over the sd_vae option, as in A1111
-        self.upscalers = upscalers  # pixel upscalers for the hires pass (webui.core.extras); None: Lanczos/Nearest
+        self.upscalers = upscalers  # pixel upscalers for the hires pass (webui.core.postprocess.extras); None: Lanczos/Nearest
         self.controlnet = controlnet  # webui.core.controlnet.ControlNetRegistry; None: ControlNet units refused
-        self.face_restorers = face_restorers  # webui.core.face_restore.FaceRestorers; None: restore_faces refused
+        self.face_restorers = face_restorers  # webui.core.postprocess.face_restore.FaceRestorers; None: restore_faces refused
         self.loras = loras
         self.embeddings = embeddings
         self.hypernetworks = hypernetworks
@@ -158,8 +158,8 @@ class Engine:
         from contextlib import ExitStack
 
         from pipelines.a1111 import A1111Pipeline
-        from webui.core import prompts as prompt_parser
-        from webui.core.conditioning import EncoderOptions
+        from webui.core.generation import prompts as prompt_parser
+        from webui.core.generation.conditioning import EncoderOptions
 
         opts = self.settings.with_overrides(_known_overrides(request.override_settings, self.registry))
         _validate(request)
@@ -414,10 +414,10 @@ class Engine:
     def _plan_pass(self, request, pipe, comp, opts, sampler_name, scheduler, steps, img2img: bool, denoising):
         """Sampler run for one pass. img2img passes (img2img, the hires pass) take A1111's setup_img2img_steps:
         ``t_enc`` steps of a longer schedule; the hires pass always uses the fixed-steps rule."""
-        from webui.core.conditioning import SchedulingOptions
-        from webui.core.imageops import img2img_steps
-        from webui.core.samplers import find_sampler
-        from webui.core.sampling_plan import plan_sampling
+        from webui.core.generation.conditioning import SchedulingOptions
+        from webui.core.generation.imageops import img2img_steps
+        from webui.core.generation.samplers import find_sampler
+        from webui.core.generation.sampling_plan import plan_sampling
 
         t_enc = None
         total = steps
@@ -476,7 +476,7 @@ class Engine:
     def _networks_for_batch(self, state, comp, network_data, extra_params, comments, enc_options, width, height):
         """Activate this batch's extra networks on ``comp`` (when they or the model changed) and return the prompt
         encoder for it."""
-        from webui.core.conditioning import PromptEncoder
+        from webui.core.generation.conditioning import PromptEncoder
 
         key = (id(comp), _network_key(network_data))
         if key != state.network_key:
@@ -507,7 +507,7 @@ class Engine:
         import numpy as np
         from PIL import Image
 
-        from webui.core import imageops
+        from webui.core.generation import imageops
 
         if not request.init_images:
             raise GenerationError("init_images: img2img needs at least one init image", "init_images")
@@ -609,7 +609,7 @@ class Engine:
         )
 
     def _hires_plan(self, request, opts):
-        from webui.core.imageops import LATENT_UPSCALE_MODES, hires_target
+        from webui.core.generation.imageops import LATENT_UPSCALE_MODES, hires_target
 
         if request.denoising_strength is None:
             raise GenerationError(
@@ -674,8 +674,8 @@ class Engine:
         import numpy as np
 
         from pipelines.a1111 import A1111Pipeline
-        from webui.core import imageops
-        from webui.core import prompts as prompt_parser
+        from webui.core.generation import imageops
+        from webui.core.generation import prompts as prompt_parser
 
         hires = request.hires
         upscaler = hires.upscaler or "Latent"
@@ -761,7 +761,7 @@ class Engine:
         conditioning (its own text encoders; SDXL refiner: aesthetic scores) and continues on the same latents."""
         from pipelines.a1111 import A1111Pipeline
         from pipelines.denoiser import RefinerSwitch
-        from webui.core.conditioning import (
+        from webui.core.generation.conditioning import (
             EncoderOptions,
             PromptEncoder,
             ScheduledConds,
@@ -799,7 +799,7 @@ class Engine:
         return switch
 
     def _grid(self, images, batch_size, request, opts, infotexts):
-        from webui.core.images import image_grid
+        from webui.core.io.images import image_grid
 
         grid = image_grid(images, batch_size=batch_size, n_rows=int(opts.get("n_rows") or -1),
                           grid_prevent_empty_spots=bool(opts.get("grid_prevent_empty_spots")))
@@ -809,7 +809,7 @@ class Engine:
 
     def _save_grid(self, grid, request, opts, seed, prompt, text) -> str:
         """A1111 saves the grid of a multi-image job as outputs/<mode>-grids/<date>/grid-NNNN.png."""
-        from webui.core.images import save_grid
+        from webui.core.io.images import save_grid
 
         kind = "img2img" if request.mode != "txt2img" else "txt2img"
         outdir = opts.get("outdir_grids") or opts.get(f"outdir_{kind}_grids")
@@ -838,7 +838,7 @@ class Engine:
     def _use_vae(self, scope, comp, opts):
         """Resolve option sd_vae for this model (A1111 sd_vae.resolve_vae) and swap that VAE in for the request.
         Returns the resolution (for the infotext), or None when the checkpoint's own VAE is used."""
-        from webui.core import vae as vae_mod
+        from webui.core.networks import vae as vae_mod
 
         if self.vae_registry is None:
             return None
@@ -859,8 +859,8 @@ class Engine:
         """The tags A1111 appends for the "Add network to prompt" (``sd_lora``) and "Add hypernetwork to prompt"
         (``sd_hypernetwork``) options, unless the prompt already names that network (extra_networks_lora/_hypernet
         activate). They become part of the prompt, so the infotext shows them, as in A1111."""
-        from webui.core import hypernetworks as hn_mod
-        from webui.core import prompts as prompt_parser
+        from webui.core.networks import hypernetworks as hn_mod
+        from webui.core.generation import prompts as prompt_parser
 
         _, data = prompt_parser.parse_extra_networks(prompt)
         mult = opts.get("extra_networks_default_multiplier")
@@ -878,8 +878,8 @@ class Engine:
 
     def _activate_networks(self, scope, comp, network_data: dict, extra_params: dict, comments: list[str]) -> None:
         """A1111 extra_networks.activate for LoRA/LyCORIS and hypernetworks, scoped to ``scope``."""
-        from webui.core import hypernetworks as hn_mod
-        from webui.core import networks as lora_mod
+        from webui.core.networks import hypernetworks as hn_mod
+        from webui.core.networks import lora as lora_mod
 
         extra_params.pop("Lora hashes", None)
         lora_params = list(network_data.get("lora", [])) + list(network_data.get("lyco", []))
@@ -958,7 +958,7 @@ class Engine:
     def _vae_infotext(self, vae_info, opts) -> dict:
         if vae_info is None:
             return {}
-        from webui.core.vae import vae_infotext
+        from webui.core.networks.vae import vae_infotext
 
         return vae_infotext(vae_info, self.registry.hash_cache, no_hashing=self.registry.no_hashing,
                             add_hash=bool(opts.get("add_vae_hash_to_info")), add_name=bool(opts.get("add_vae_name_to_info")))
@@ -1071,7 +1071,7 @@ class _Img2ImgInit:
 
     def finish(self, image, j: int):
         """Per output image: color correction, then the inpainting overlay pasted back (A1111 apply_overlay)."""
-        from webui.core import imageops
+        from webui.core.generation import imageops
 
         if self.color_corrections:
             image = imageops.apply_color_correction(self.color_corrections[j], image)
@@ -1091,7 +1091,7 @@ class _BatchState:
     cond_cache: dict = field(default_factory=dict)
 
     def conds(self, encoder, prompts, negatives, sched):
-        from webui.core.conditioning import (
+        from webui.core.generation.conditioning import (
             ScheduledConds,
             get_learned_conditioning,
             get_multicond_learned_conditioning,

@@ -456,7 +456,7 @@ class FaceRestoreFolders:
 
 
 def _pth_files(folder: str) -> list[str]:
-    from webui.core.upscalers import model_files
+    from webui.core.postprocess.upscalers import model_files
 
     return model_files(folder, (".pth",))
 
@@ -571,7 +571,7 @@ class FaceRestorers:
 
     def network(self, name: str):
         """The restoration network (the torch module inside spandrel's descriptor), as A1111's load_net."""
-        from webui.core.upscalers import UpscalerLoadError, load_spandrel_model
+        from webui.core.postprocess.upscalers import UpscalerLoadError, load_spandrel_model
 
         path = self.model_file(name)
         expected = {"GFPGAN": "GFPGAN", "CodeFormer": "CodeFormer"}[name]
@@ -650,7 +650,7 @@ class FaceRestorers:
 
 
 def _setting(settings: Any, key: str, default: Any) -> Any:
-    from webui.core.upscalers import read_option
+    from webui.core.postprocess.upscalers import read_option
 
     return read_option(settings, key, default)
 

@@ -1,0 +1,1 @@
+"""One generation: the engine's recipe, its stages, prompts, conditioning, samplers, noise, image ops."""

@@ -1,0 +1,1 @@
+"""Files in and out: image metadata (PNG text, EXIF), infotext, atomic writes."""
