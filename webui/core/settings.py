@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
+
+from webui.core.io.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -350,16 +351,7 @@ class Settings:
             return
         with self._lock:
             data = json.dumps(self.all(), indent=4, ensure_ascii=False)
-        folder = os.path.dirname(self.path) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(self.path, data)
 
     def keys(self) -> Iterable[str]:
         return OPTIONS_BY_KEY.keys()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webui.core import queue as q
+from webui.core.io.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -350,11 +351,8 @@ def write_last_generation(state, text: str) -> None:
     if state.config.no_prompt_history or not text:
         return
     path = os.path.join(state.config.data_dir, "params.txt")
-    tmp = path + ".tmp"
     try:
-        with open(tmp, "w", encoding="utf8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        atomic_write(path, text)
     except OSError as e:
         log.warning("could not write %s: %s", path, e)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.core.io.files import output_dir, under_data_dir
 from webui.ui import common
 
 log = logging.getLogger(__name__)
@@ -465,17 +466,11 @@ def output_panel(state, tab: str, *, send_buttons: tuple[str, ...] = SEND_TARGET
     return panel
 
 
-def _outdir(state, key: str) -> str:
-    folder = state.settings.get(key) or ""
-    return folder if os.path.isabs(folder) else os.path.join(state.config.data_dir, folder)
-
-
 def _open_folder(state, tab: str) -> str:
     """A1111's 📂: open the output folder on the server's desktop (refused on a non-local server)."""
     if state.config.is_non_local or state.config.hide_ui_dir_config:
         return common.error_html(PermissionError("opening folders is disabled on a server reachable from the network"))
-    key = "outdir_samples" if state.settings.get("outdir_samples") else f"outdir_{tab}_samples"
-    folder = _outdir(state, key)
+    folder = output_dir(state.settings.get, tab, state.config.data_dir)
     os.makedirs(folder, exist_ok=True)
     opener = shutil.which("xdg-open") or shutil.which("open")
     if opener is None:
@@ -501,7 +496,7 @@ def _save_images(state, tab: str, gallery_value, index, info_json, *, as_zip: bo
     items = list(enumerate(gallery_value))
     if state.settings.get("save_selected_only") and index is not None and 0 <= int(index) < len(items):
         items = [items[int(index)]]
-    outdir = _outdir(state, "outdir_save")
+    outdir = under_data_dir(state.settings.get("outdir_save"), state.config.data_dir)
     saved = []
     try:
         for i, _ in items:

@@ -22,14 +22,14 @@ import glob
 import logging
 import os
 import re
-import shutil
-import tempfile
 import threading
 import types
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
 import lark
+
+from webui.core.io.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -608,7 +608,7 @@ class StyleDatabase:
         Without ``path``, as A1111 v1.10: every style goes back to the file it came from, styles without a file go
         to the default (first) file, which is written even when it has no styles. With ``path``: all styles go to
         that one file (A1111 before several styles files). Each file is written to a temporary file and moved over
-        the old one with ``os.replace``; the old one is kept as ``<file>.bak``, as A1111.
+        the old one (``atomic_write``); the old one is kept as ``<file>.bak``, as A1111.
         """
         with self._lock:
             styles = self._loaded()
@@ -626,21 +626,10 @@ class StyleDatabase:
 
     @staticmethod
     def _write_csv(path: str, styles: Sequence[PromptStyle]) -> None:
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, temp_path = tempfile.mkstemp(suffix=".csv", prefix=".styles-", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=STYLE_FIELDS)
-                writer.writeheader()
-                for style in styles:
-                    writer.writerow(
-                        {"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
-                    )
-            if os.path.exists(path):
-                shutil.copy(path, f"{path}.bak")
-            os.replace(temp_path, path)
-        except BaseException:
-            if os.path.exists(temp_path):
-                os.unlink(temp_path)
-            raise
+        def write(file) -> None:
+            writer = csv.DictWriter(file, fieldnames=STYLE_FIELDS)
+            writer.writeheader()
+            for style in styles:
+                writer.writerow({"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt})
+
+        atomic_write(path, write, encoding="utf-8-sig", newline="", keep_backup=True)

@@ -29,6 +29,8 @@ import piexif
 import piexif.helper
 from PIL import Image, ImageOps, PngImagePlugin
 
+from webui.core.io.files import atomic_write
+
 
 class InvalidImageFormat(ValueError):
     """An output format other than png, jpg, jpeg, webp (A1111: 500 "Invalid image format")."""
@@ -229,30 +231,14 @@ def save_image_atomic(
 ) -> str:
     """Encode (``encode_image``, keyword args passed on) and write ``path`` atomically; returns the path.
 
-    The bytes go to a temporary file in the same folder which is then ``os.replace``d onto ``path`` (A1111 writes
-    ``<name>.tmp`` and renames it), so a reader or a killed process never sees half a file. Creates the folder.
+    The bytes go through ``atomic_write`` (A1111 writes ``<name>.tmp`` and renames it), so a reader or a killed
+    process never sees half a file. Creates the folder.
     As in A1111's saved files, a JPEG/WebP saved without infotext carries no EXIF (``exif_always`` False).
     """
     path = os.fspath(path)
     kw.setdefault("exif_always", False)
     data = encode_image(image, fmt, infotext, **kw)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # Not tempfile.mkstemp: that makes the file 0600; os.open with 0o666 gives the usual umask-based permissions.
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, data)
     return path
 
 

@@ -8,10 +8,10 @@ and by the tests. The files use the original LDM key names, so they load through
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 
+from webui.core.io.files import atomic_write
 from webui.core.models import ldm_layout
 
 DEMO_FILENAME = "demo-random-weights-sd15.safetensors"
@@ -127,19 +127,10 @@ def tiny_checkpoint_state_dict(arch: str = "SD1", seed: int = 0, in_channels: in
 def write_tiny_checkpoint(path: str, arch: str = "SD1", seed: int = 0, metadata: dict | None = None,
                           in_channels: int = 4) -> str:
     """Write a tiny checkpoint atomically (temp file + rename) and return its path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     sd = tiny_checkpoint_state_dict(arch, seed, in_channels)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata={"format": "pt", **(metadata or {})})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, save(sd, metadata={"format": "pt", **(metadata or {})}))
 
 
 def ensure_demo_checkpoint(checkpoints_dir: str) -> str:

@@ -29,8 +29,8 @@ What differs, on purpose:
   shapes and dtypes agree the arithmetic runs in place, same operations in the same order, so the bits are A1111's.
   Peak memory is a few tensors.
   A ``.ckpt`` output is a pickle and needs the whole result in memory, as in A1111.
-- The file is written to a temporary name and ``os.replace``d, so a crash never leaves half a checkpoint in the
-  list; the checkpoint registry is refreshed and the new file hashed, so it is listed at once.
+- The file is written through ``atomic_write`` (temporary name, ``os.replace``), so a crash never leaves half a
+  checkpoint in the list; the checkpoint registry is refreshed and the new file hashed, so it is listed at once.
 - Model hashes are computed before the recipe is written (A1111 reads ``sha256`` before computing it and writes
   ``null`` for a checkpoint never hashed before).
 - A VAE file whose keys carry ``first_stage_model.`` or use diffusers names is baked too (A1111 silently bakes
@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 
+from webui.core.io.files import atomic_write
 from webui.core.models.registry import CheckpointNotFound, CheckpointRegistry, VaeRegistry, model_hash
 from webui.core.types import CheckpointInfo
 
@@ -561,29 +562,6 @@ def _metadata_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _temp_path(path: str) -> str:
-    folder, base = os.path.split(path)
-    return os.path.join(folder, f".{base}.{os.urandom(6).hex()}.tmp")
-
-
-def _write_atomic(path: str, write: Callable[[Any], None]) -> None:
-    """Write through ``write(fileobj)`` into a temporary file beside ``path``, fsync, then ``os.replace``."""
-    tmp = _temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
     t = t.detach().to("cpu").contiguous().reshape(-1)
     if t.numel() == 0:
@@ -700,7 +678,7 @@ def _copy_config(output: str, config_source: int, infos: list[CheckpointInfo | N
         with open(cfg, "rb") as src:
             shutil.copyfileobj(src, f)
 
-    _write_atomic(target, write)
+    atomic_write(target, write)
     return target
 
 
@@ -848,7 +826,7 @@ def merge_checkpoints(
                     f.write(_tensor_bytes(value))
                     del value
 
-            _write_atomic(output, write)
+            atomic_write(output, write)
         else:
             # A1111 torch.save(theta_0): the flat state dict, no metadata
             theta_0: dict[str, torch.Tensor] = {}
@@ -856,7 +834,7 @@ def merge_checkpoints(
                 report("Merging A and B" if merging else "Converting", i, total)
                 value = merger.compute(key)
                 theta_0[key] = value
-            _write_atomic(output, lambda f: torch.save(theta_0, f))
+            atomic_write(output, lambda f: torch.save(theta_0, f))
             del theta_0
             metadata_text = {}
     finally:

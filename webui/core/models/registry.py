@@ -21,11 +21,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Iterable
 
+from webui.core.io.files import atomic_write
 from webui.core.types import CheckpointInfo
 
 logger = logging.getLogger(__name__)
@@ -127,23 +127,11 @@ class HashCache:
         return section
 
     def _dump(self) -> None:
-        """Write atomically (temp file in the same folder + ``os.replace``) so a crash never leaves half a JSON."""
+        """Write atomically (``atomic_write``) so a crash never leaves half a JSON."""
         if self.path is None:
             return
         with self._lock:
-            folder = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".", suffix=".tmp", dir=folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf8") as f:
-                    json.dump(self._data, f, indent=4, ensure_ascii=False)
-                os.replace(tmp, self.path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            atomic_write(self.path, lambda f: json.dump(self._data, f, indent=4, ensure_ascii=False), encoding="utf8")
 
     # -- lookups ----------------------------------------------------------------------------------------------
     def sha256_from_cache(self, filename: str | os.PathLike, title: str) -> str | None:

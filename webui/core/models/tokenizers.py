@@ -13,8 +13,9 @@ import gzip
 import importlib.util
 import json
 import os
-import tempfile
 from functools import lru_cache
+
+from webui.core.io.files import atomic_write
 
 N_MERGES = 49152 - 256 - 2  # the merges OpenAI's tokenizer uses (vocab 49408 = 512 byte symbols + merges + 2)
 
@@ -59,10 +60,7 @@ def write_tokenizer_files(folder: str) -> str:
         (vocab_path, json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False)),
         (merges_path, "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"),
     ):
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        atomic_write(path, text)
     return folder
 
 

@@ -29,8 +29,10 @@ from webui.core.io.images import (
     read_info_from_image,
     save_image_atomic,
 )
+from webui.core.io import files
 from webui.core.io.infotext import quote
 from webui.core.postprocess.upscalers import UpscalerRegistry, read_option
+from webui.core.settings import OPTIONS_BY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -250,13 +252,6 @@ def postprocess_image(
 # saving
 
 
-def extras_outdir(settings: Any, data_dir: str) -> str:
-    """A1111: ``opts.outdir_samples or opts.outdir_extras_samples``, relative paths under the data folder."""
-    outdir = read_option(settings, "outdir_samples", "") or read_option(settings, "outdir_extras_samples",
-                                                                "outputs/extras-images")
-    return outdir if os.path.isabs(outdir) else os.path.join(data_dir, outdir)
-
-
 def save_extras_image(image: Image.Image, outdir: str, infotext: str, existing_info: dict[str, Any], *,
                       settings: Any = None, basename: str = "", forced_filename: str | None = None,
                       suffix: str = "") -> str:
@@ -445,7 +440,8 @@ def run_extras(
     if extras_mode == EXTRAS_DIRECTORY and output_dir != "":
         outpath = output_dir
     else:
-        outpath = extras_outdir(settings, data_dir)
+        outpath = files.output_dir(lambda key: read_option(settings, key, OPTIONS_BY_KEY[key].default), "extras",
+                                   data_dir)
     show = extras_mode != EXTRAS_DIRECTORY or opts.show_extras_results
     return run_postprocessing(sources, opts, upscalers=upscalers, restorers=restorers, settings=settings,
                               outdir=outpath, save_output=save_output, show_results=show, progress=progress)
