@@ -24,9 +24,8 @@ keywords (see ``SamplerSpec.sigma_range`` in webui/core/generation/samplers.py).
 
 from __future__ import annotations
 
+import functools
 import math
-import threading
-from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -111,44 +110,77 @@ def _noise_or_default(noise_sampler, x):
 # Brownian tree noise (DPM++ SDE family)
 # --------------------------------------------------------------------------------------------------------------------
 
-_TORCHSDE_RANDN_LOCK = threading.Lock()
 
+@functools.cache
+def _randn_brownian_interval():
+    """torchsde's ``BrownianInterval`` with its normal draws taken from a given ``randn(seed, size)``.
 
-@contextmanager
-def _torchsde_randn(randn):
-    """Route torchsde's Brownian-interval normal draws through ``randn(seed, size)`` for the duration of a call.
+    A1111 (sd_samplers_common.replace_torchsde_browinan) replaces torchsde's module function
+    ``brownian_interval._randn`` for good with its ``devices.randn_local``, so that the Brownian tree honours the
+    ``randn_source`` option. torchsde offers no hook for this: ``entropy`` only seeds numpy's ``SeedSequence``, which
+    picks the per-node seeds, while the normals themselves come from that module function, looked up at call time by
+    ``_Interval._randn`` (and ``_randn_levy``); and ``BrownianTree`` builds a plain ``BrownianInterval``. So, without
+    replacing anything of torchsde's, we subclass: the tree's top node is a ``BrownianInterval`` subclass and every
+    node it splits off is an ``_Interval`` subclass, both overriding the two draw methods with the same call A1111's
+    replacement makes, ``randn(seed, size).to(device, dtype)``. Everything else (the splitting, the per-node seeds,
+    the Brownian-bridge arithmetic, the caching) is torchsde's own code, so the values are torchsde's bit for bit.
 
-    A1111 (sd_samplers_common.replace_torchsde_browinan) replaces torchsde's ``_randn`` for good with its
-    ``devices.randn_local`` so that the Brownian tree honours the ``randn_source`` option; we do the same only while
-    our own tree is being built or queried, and put torchsde's function back afterwards. Only used when a custom
-    ``randn`` is given (the "NV" source); the CPU/GPU sources are reproduced without it (see ``randn_device``).
+    The subclasses rest on torchsde 0.2.x internals (``_Interval``, ``_split_exact`` creating the two children, the
+    ``_randn``/``_randn_levy`` methods); tests/pipelines/test_k_sampling.py checks the result against torchsde's own
+    tree with its module function routed the old way, so a torchsde change that breaks this shows up there.
+    Built on first use, as torchsde is imported lazily.
     """
-    if randn is None:
-        yield
-        return
-    from torchsde._brownian import brownian_interval
+    from torchsde._brownian.brownian_interval import BrownianInterval, _Interval
 
-    with _TORCHSDE_RANDN_LOCK:
-        original = brownian_interval._randn
+    class _Draws:
+        __slots__ = ()
 
-        def _patched(size, dtype, device, seed):
-            return randn(int(seed), tuple(size)).to(device=device, dtype=dtype)
+        def _draw(self, seed, size):
+            top = self._top
+            return top._randn_fn(int(seed), tuple(size)).to(device=top._device, dtype=top._dtype)
 
-        brownian_interval._randn = _patched
-        try:
-            yield
-        finally:
-            brownian_interval._randn = original
+        def _randn(self, seed):
+            return self._draw(seed, self._top._size)
+
+        def _randn_levy(self):
+            size = self._top._size
+            return self._draw(self._a_seed(), (*size, *size[-1:]))
+
+        def _split_exact(self, midway):
+            # torchsde makes the two children plain _Interval objects (their own splits would draw with torchsde's
+            # generator); put ours in their place, built with the same arguments. A node's seeds and midway are set by
+            # torchsde's method above and the children hold no state of their own yet, so nothing else changes.
+            super()._split_exact(midway)
+            top = self._top
+            self._left_child = _Node(start=self._start, end=midway, parent=self, is_left=True, top=top)
+            self._right_child = _Node(start=midway, end=self._end, parent=self, is_left=False, top=top)
+
+    class _Node(_Draws, _Interval):
+        __slots__ = ()
+
+    class _Top(_Draws, BrownianInterval):
+        __slots__ = ("_randn_fn",)
+
+        def __init__(self, *, randn, **kwargs):
+            self._randn_fn = randn  # before BrownianInterval.__init__, which draws the whole interval's increment
+            super().__init__(**kwargs)
+
+    return _Top
 
 
 class _BatchedBrownianTree:
-    """Reproduces k_diffusion.sampling.BatchedBrownianTree: one torchsde.BrownianTree per batch item (one seed each)."""
+    """Reproduces k_diffusion.sampling.BatchedBrownianTree: one torchsde.BrownianTree per batch item (one seed each).
 
-    def __init__(self, x, t0, t1, seed=None, randn=None, **kwargs):
+    With ``randn`` each item's tree is the interval ``torchsde.BrownianTree`` wraps, built with the same arguments
+    (``tol=1e-6, pool_size=24, halfway_tree=True``) but drawing from ``randn`` (see ``_randn_brownian_interval``);
+    queried with both ends, as here, ``BrownianTree`` returns its interval's value unchanged.
+    """
+
+    def __init__(self, x, t0, t1, seed=None, randn=None, w0=None):
         import torchsde
 
         t0, t1, self.sign = self.sort(t0, t1)
-        w0 = kwargs.pop("w0", torch.zeros_like(x))
+        w0 = torch.zeros_like(x) if w0 is None else w0
         if seed is None:
             seed = torch.randint(0, 2**63 - 1, []).item()
         self.batched = True
@@ -158,9 +190,12 @@ class _BatchedBrownianTree:
         except TypeError:
             seed = [seed]
             self.batched = False
-        self.randn = randn
-        with _torchsde_randn(randn):
-            self.trees = [torchsde.BrownianTree(t0, w0, t1, entropy=s, **kwargs) for s in seed]
+        if randn is None:
+            self.trees = [torchsde.BrownianTree(t0, w0, t1, entropy=s) for s in seed]
+        else:
+            interval = _randn_brownian_interval()
+            self.trees = [interval(randn=randn, t0=t0, t1=t1, size=w0.shape, dtype=w0.dtype, device=w0.device,
+                                   entropy=s, tol=1e-6, pool_size=24, halfway_tree=True) for s in seed]
 
     @staticmethod
     def sort(a, b):
@@ -168,8 +203,7 @@ class _BatchedBrownianTree:
 
     def __call__(self, t0, t1):
         t0, t1, sign = self.sort(t0, t1)
-        with _torchsde_randn(self.randn):
-            w = torch.stack([tree(t0, t1) for tree in self.trees]) * (self.sign * sign)
+        w = torch.stack([tree(t0, t1) for tree in self.trees]) * (self.sign * sign)
         return w if self.batched else w[0]
 
 

@@ -592,6 +592,12 @@ def test_brownian_tree_matches_torchsde_tree_directly():
     torch.testing.assert_close(ns(torch.as_tensor(2.0), torch.as_tensor(1.0))[0], w / 1.0, rtol=0, atol=0)
 
 
+def _philox_like(seed, shape):
+    """A stand-in for A1111's "NV" source: a generator that is not torchsde's, returning float64 (cast by the tree)."""
+    g = torch.Generator().manual_seed((int(seed) * 2654435761 + 12345) % 2**63)
+    return torch.randn(shape, generator=g, dtype=torch.float64)
+
+
 def test_brownian_tree_custom_randn_is_used_and_torchsde_restored():
     pytest.importorskip("torchsde")
     from torchsde._brownian import brownian_interval
@@ -611,6 +617,63 @@ def test_brownian_tree_custom_randn_is_used_and_torchsde_restored():
     plain = ks.BrownianTreeNoiseSampler(x, 0.03, 14.6, seed=[5])
     a, b = torch.as_tensor(5.0), torch.as_tensor(3.0)
     assert torch.equal(ns(a, b), plain(a, b))
+
+
+@pytest.mark.filterwarnings("ignore:Should have")
+@pytest.mark.parametrize("name", ["sample_dpmpp_sde", "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"])
+def test_brownian_tree_custom_randn_patches_nothing(name):
+    """House rule 3: torchsde's module function stays in place at every moment of sampling, draws included."""
+    pytest.importorskip("torchsde")
+    import torchsde
+    from torchsde._brownian import brownian_interval
+
+    original = brownian_interval._randn
+    seen = {"draws": 0, "model": 0}
+
+    def randn(seed, shape):
+        assert brownian_interval._randn is original and torchsde.BrownianTree.__init__ is tree_init
+        seen["draws"] += 1
+        return _philox_like(seed, shape)
+
+    def model(x, sigma):
+        assert brownian_interval._randn is original
+        seen["model"] += 1
+        return D_of(0.1)(x, sigma)
+
+    tree_init = torchsde.BrownianTree.__init__
+    sig = torch.tensor(karras_np(8), dtype=torch.float32)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * sig[0]
+    ns = ks.BrownianTreeNoiseSampler(x, sig[sig > 0].min(), sig.max(), seed=[3, 4], randn=randn)
+    getattr(ks, name)(model, x, sig, noise_sampler=ns)
+    assert seen["draws"] > 10 and seen["model"] >= 7
+    assert brownian_interval._randn is original
+
+
+@pytest.mark.filterwarnings("ignore:Should have")
+@pytest.mark.parametrize("seeds", [[0], [4294967295], [7, 2**31 + 5]])
+@pytest.mark.parametrize("shape", [(4, 8, 8), (3, 5, 7)])
+def test_brownian_tree_custom_randn_equals_a1111s_replacement(monkeypatch, seeds, shape):
+    """Bit for bit what A1111 gets by replacing torchsde's ``_randn`` (replace_torchsde_browinan) and using
+    k-diffusion's BatchedBrownianTree of plain torchsde.BrownianTree objects: the replacement is made here, in the
+    test, with monkeypatch (the reference), never by pipelines/."""
+    torchsde = pytest.importorskip("torchsde")
+    from torchsde._brownian import brownian_interval
+
+    sig = torch.tensor(karras_np(12), dtype=torch.float32)
+    smin, smax = sig[sig > 0].min(), sig.max()
+    x = torch.zeros(len(seeds), *shape)
+    ours = ks.BrownianTreeNoiseSampler(x, smin, smax, seed=seeds, randn=_philox_like)
+    queries = [(sig[i], sig[i + 1]) for i in range(len(sig) - 2)]
+    queries += [(sig[1], sig[4]), (smin, smax), (torch.tensor(2.0), torch.tensor(1.0))]
+    got = [ours(a, b) for a, b in queries]
+
+    monkeypatch.setattr(brownian_interval, "_randn",
+                        lambda size, dtype, device, seed: _philox_like(int(seed), tuple(size)).to(device, dtype))
+    trees = [torchsde.BrownianTree(smin, torch.zeros(shape), smax, entropy=s) for s in seeds]
+    for (a, b), w in zip(queries, got):
+        lo, hi, sign = (a, b, 1) if a < b else (b, a, -1)
+        ref = torch.stack([tree(lo, hi) for tree in trees]) * sign / (b - a).abs().sqrt()
+        assert torch.equal(w, ref)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
