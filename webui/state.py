@@ -124,14 +124,9 @@ def preload_model(state: AppState) -> None:
     """Load the selected checkpoint on the worker at start-up (A1111 does, unless --skip-load-model-at-start) and
     store its title in ``sd_model_checkpoint``. A failure is logged, not fatal: the server keeps serving."""
 
-    def job(progress):
-        info = state.engine.resolve_checkpoint(None)
-        comp = state.engine.load(info)
-        if state.settings.set("sd_model_checkpoint", comp.info.title):
-            state.settings.save()
-        return comp.info.title
+    from webui.core.options import switch_checkpoint
 
-    future = state.queue.submit("load-model", job)
+    future = state.queue.submit("load-model", lambda p: switch_checkpoint(state.engine, state.settings, None))
 
     def done(f):
         if f.exception() is not None:

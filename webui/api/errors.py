@@ -23,6 +23,7 @@ from webui.core.controlnet.errors import ControlNetError
 from webui.core.postprocess.face_restore import FaceRestoreUnavailable, UnknownFaceRestorer
 from webui.core.postprocess.upscalers import UpscalerLoadError, UpscalerNotFound
 from webui.core.models.registry import CheckpointNotFound
+from webui.core.options import FrozenOption, OptionError
 from webui.core.settings import UnknownOption
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
         return error_response(exc.status_code, exc.error, exc.detail, exc.errors, headers=exc.headers)
+
+    @app.exception_handler(OptionError)
+    async def option_error(request: Request, exc: OptionError):
+        # a bad option value: 422 naming the key; a frozen one: 403 with A1111's AssertionError text
+        if isinstance(exc, FrozenOption):
+            return error_response(403, "AssertionError", str(exc), str(exc))
+        return error_response(422, "HTTPException", str(exc), str(exc))
 
     async def any_error(request: Request, exc: Exception):
         status = _status_for(exc)

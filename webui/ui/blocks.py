@@ -11,6 +11,7 @@ import logging
 
 import gradio as gr
 
+from webui.core.options import switch_checkpoint
 from webui.core.settings import OPTIONS_BY_KEY
 from webui.ui import common
 from webui.ui import components as c
@@ -124,17 +125,12 @@ def _top_bar(state) -> _Top:
             return
         yield f"<div class='webui-notice'>Loading {common.plaintext_to_html(title)}...</div>"
         try:
-            from webui.api.handlers.options import changed_options
-
-            changes = changed_options(state, {"sd_model_checkpoint": title}, for_request=False)
-            if changes:
-                info = state.registry.resolve(title)
-                future = common.submit(state, "load-model", lambda p: state.engine.load(info))
+            if settings.checked_changes(state, {"sd_model_checkpoint": title}):
+                future = common.submit(state, "load-model",
+                                       lambda p: switch_checkpoint(state.engine, state.settings, title))
                 for tick in common.watch(state, future, previews=False):
                     yield tick.html
-                comp = future.result()
-                state.settings.set("sd_model_checkpoint", comp.info.title)
-                state.settings.save()
+                future.result()
         except Exception as e:
             yield common.error_html(e)
             return

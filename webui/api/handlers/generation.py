@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from webui.api.errors import ApiError, info_json
-from webui.api.handlers.options import changed_options
+from webui.api.handlers.options import checked_changes
 from webui.api.image_input import decode_image_input
 from webui.api.models import (
     ImageToImageResponse,
@@ -20,6 +20,7 @@ from webui.api.models import (
     to_request,
 )
 from webui.core.io.images import encode_base64
+from webui.core.options import switch_checkpoint
 from webui.core.queue import TaskCancelled, new_task_id
 from webui.state import AppState
 
@@ -68,7 +69,7 @@ def check_request(state: AppState, body: StableDiffusionTxt2ImgProcessingAPI, mo
         raise ApiError(422, "; ".join(msg for _, msg in problems),
                        errors=f"{problems[0][0]}: {problems[0][1]}")
     check_scripts(body, mode)
-    return changed_options(state, dict(body.override_settings or {}), for_request=True)
+    return checked_changes(state, dict(body.override_settings or {}), for_request=True)
 
 
 def keep_overrides(state: AppState, overrides: dict[str, Any]) -> None:
@@ -76,11 +77,10 @@ def keep_overrides(state: AppState, overrides: dict[str, Any]) -> None:
     after the job -- in memory, saved with the next save, as in A1111. Runs on the worker, before the next job."""
     for key, value in overrides.items():
         if key == "sd_model_checkpoint":
-            info = state.registry.resolve(value)
-            if info is None:
-                continue  # an unknown checkpoint was dropped for the job, and is not kept either
-            current = state.engine.current_model()
-            value = current.info.title if current is not None and current.info.filename == info.filename else info.title
+            if value and isinstance(value, str) and state.registry.resolve(value) is not None:
+                # the job loaded it; an unknown checkpoint was dropped for the job, and is not kept either
+                switch_checkpoint(state.engine, state.settings, value, load=False, save=False)
+            continue
         state.settings.set(key, value)
 
 

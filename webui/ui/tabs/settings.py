@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.core.options import changed_options, store_options, switch_checkpoint
 from webui.core.settings import OPTIONS, OPTIONS_BY_KEY, Option
 from webui.ui import common
 from webui.ui import components as c
@@ -105,8 +106,6 @@ def apply(state, values: dict[str, Any]) -> str:
     """A1111 ``run_settings``: every changed value checked as POST /options checks it (type, range, choices,
     --freeze-settings*, --hide-ui-dir-config, VAE/checkpoint names); all or nothing; saved to config.json. A new
     checkpoint is loaded on the worker first and stored under its title."""
-    from webui.api.handlers.options import changed_options
-
     body = {}
     for key, value in values.items():
         opt = OPTIONS_BY_KEY[key]
@@ -118,18 +117,21 @@ def apply(state, values: dict[str, Any]) -> str:
                 and value.is_integer():
             value = int(value)
         body[key] = value
-    changes = changed_options(state, body, for_request=False)
+    changes = checked_changes(state, body)
     ckpt = changes.get("sd_model_checkpoint")
     if ckpt is not None:
-        info = state.registry.resolve(ckpt)
-        comp = common.submit(state, "load-model", lambda p: state.engine.load(info)).result()
-        changes["sd_model_checkpoint"] = comp.info.title
-    for key, value in changes.items():
-        state.settings.set(key, value)
-    state.settings.save()
+        changes["sd_model_checkpoint"] = common.submit(
+            state, "load-model", lambda p: switch_checkpoint(state.engine, state.settings, ckpt, save=False)).result()
+    store_options(state.settings, changes)
     if not changes:
         return "Nothing changed."
     return f"{len(changes)} settings changed: {', '.join(changes)}."
+
+
+def checked_changes(state, body: dict[str, Any]) -> dict[str, Any]:
+    """``webui.core.options.changed_options`` for a change made in the UI (as POST /options checks it)."""
+    return changed_options(body, settings=state.settings, flags=state.config, registry=state.registry,
+                           vae_registry=state.vae_registry, for_request=False)
 
 
 def build(state) -> c.TabUi:
