@@ -87,6 +87,7 @@ class A1111Pipeline:
         nmask: torch.Tensor | None = None,
         control: list | None = None,
         refiner: RefinerSwitch | None = None,
+        cfg_callbacks: Any = None,
     ) -> torch.Tensor:
         """txt2img from ``noise``; img2img from ``init_latent`` running ``t_enc`` of the schedule's steps (A1111
         sample_img2img); ``mask``/``nmask`` blend the init latent back after every step (inpainting on ordinary
@@ -98,7 +99,8 @@ class A1111Pipeline:
                             pad_cond_uncond_v0=pad_cond_uncond_v0, empty_context=empty_context,
                             image_cond=image_cond, image_uncond=image_uncond, image_cfg_scale=image_cfg_scale,
                             mask=mask, nmask=nmask,
-                            init_latent=init_latent, refiner=refiner, timesteps_mode=run.kind != "k")
+                            init_latent=init_latent, refiner=refiner, timesteps_mode=run.kind != "k",
+                            callbacks=cfg_callbacks)
 
         # 2. Sampler arguments: A1111 hands k-diffusion its per-image RNG for every randn_like, or a Brownian tree
         #    seeded from the images' seeds for the SDE samplers (batch-size independent results).

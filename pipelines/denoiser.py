@@ -201,6 +201,9 @@ class CFGDenoiser:
     init_latent: torch.Tensor | None = None
     refiner: "RefinerSwitch | None" = None
     timesteps_mode: bool = False  # DDIM/PLMS/UniPC call the model with timesteps where k samplers pass sigmas
+    # per-step callbacks (A1111's cfg_denoiser / cfg_denoised / cfg_after_cfg script callbacks): an object with
+    # denoiser(params), denoised(params), after_cfg(params); None when nobody listens (nothing is built per step)
+    callbacks: Any = None
     sampling_step: int = 0
     step: int = 0
     last_noise_uncond: torch.Tensor | None = field(default=None, repr=False)
@@ -230,6 +233,10 @@ class CFGDenoiser:
             fn = self.inner
         conds_list, cond, uncond = self.conds.at(self.step)
         self._conds_list = conds_list
+        if self.callbacks is not None:
+            params = CFGDenoiserParams(x, self.image_cond, sigma, self.sampling_step, 0, cond, uncond)
+            self.callbacks.denoiser(params)
+            x, sigma, cond, uncond = params.x, params.sigma, params.text_cond, params.text_uncond
         if self._is_edit():
             return self._run_edit(x, sigma, fn, conds_list, cond, uncond)
         repeats = [len(c) for c in conds_list]
@@ -295,6 +302,10 @@ class CFGDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
         x_out = self.run(x, sigma, self.inner)
+        if self.callbacks is not None:
+            denoised_params = CFGDenoisedParams(x_out, self.sampling_step, 0, self.inner)
+            self.callbacks.denoised(denoised_params)
+            x_out = denoised_params.x
         self.last_noise_uncond = x_out[-x.shape[0]:]  # DDIM CFG++ reads the unguided prediction
         if self._is_edit():
             out_cond, out_img_cond, out_uncond = x_out.chunk(3)
@@ -305,7 +316,43 @@ class CFGDenoiser:
         if self.mask is not None:
             # A1111 (mask_before_denoising False): keep the original latent where the mask says so
             denoised = denoised * self.nmask + self.init_latent * self.mask
+        if self.callbacks is not None:
+            after = AfterCFGCallbackParams(denoised, self.sampling_step, 0)
+            self.callbacks.after_cfg(after)
+            denoised = after.x
         return denoised
+
+
+@dataclass
+class CFGDenoiserParams:
+    """A1111 script_callbacks.CFGDenoiserParams: what on_cfg_denoiser sees (and may replace) before the UNet call."""
+
+    x: torch.Tensor
+    image_cond: torch.Tensor | None
+    sigma: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+    text_cond: Any
+    text_uncond: Any
+
+
+@dataclass
+class CFGDenoisedParams:
+    """A1111 CFGDenoisedParams: the UNet outputs (cond rows, then uncond rows) before CFG combines them."""
+
+    x: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+    inner_model: Any
+
+
+@dataclass
+class AfterCFGCallbackParams:
+    """A1111 AfterCFGCallbackParams: the guided prediction after CFG; ``x`` may be replaced."""
+
+    x: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
 
 
 @dataclass

@@ -71,7 +71,9 @@ def build_app(config: Config, state: AppState | None = None) -> FastAPI:
     with_ui = not config.nowebui and ui_available()
     if config.api_enabled or not with_ui:
         # /internal/* belongs to the UI server: present unless --nowebui (A1111 §9.4).
-        install_routes(app, config, ui=not config.nowebui)
+        add_api_route = install_routes(app, config, ui=not config.nowebui)
+        # plugins add their routes (ControlNet's /controlnet/*) behind the same --api-auth (A1111 on_app_started)
+        state.plugins.call("on_app_started", app=app, state=state, add_api_route=add_api_route)
     else:
         # The UI without --api: A1111 serves its /internal/* progress routes, not /sdapi/v1. The route table is
         # installed on a scratch app and only its UI rows are kept, so there is still one table.

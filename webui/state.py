@@ -30,7 +30,7 @@ class AppState:
     embeddings: Any = None  # webui.core.networks.embeddings.EmbeddingDatabase
     hypernetworks: Any = None  # webui.core.networks.hypernetworks.HypernetworkRegistry
     styles: Any = None  # webui.core.generation.prompts.StyleDatabase
-    controlnet: Any = None  # webui.core.controlnet.ControlNetRegistry
+    plugins: Any = None  # webui.plugins.manager.PluginManager: the built-in plugins (ControlNet) and their hooks
     upscalers: Any = None  # webui.core.postprocess.upscalers.UpscalerRegistry
     face_restorers: Any = None  # webui.core.postprocess.face_restore.FaceRestorers
     demo_notice: str | None = None
@@ -83,15 +83,11 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
     hypernetworks.refresh()
     styles = StyleDatabase(list(config.styles_files))
     styles.reload()
-    from webui.core.controlnet.models import ControlNetRegistry
+    from webui.plugins.builtin import register_builtin_plugins
+    from webui.plugins.manager import PluginManager
 
-    cn_ext = os.path.join(config.extensions_dir, "sd-webui-controlnet")
-    controlnet = ControlNetRegistry(
-        [os.path.join(config.models_dir, "ControlNet"), os.path.join(cn_ext, "models")],
-        annotator_dir=os.path.join(cn_ext, "annotator", "downloads"),
-        cache_size=int(settings.get("control_net_model_cache_size") or 2), device=plan.device,
-    )
-    controlnet.refresh()
+    plugins = PluginManager()
+    register_builtin_plugins(plugins, config, settings, plan)
     from webui.core.postprocess.face_restore import FaceRestorers
     from webui.core.postprocess.upscalers import UpscalerRegistry
 
@@ -108,14 +104,14 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         hypernetworks=hypernetworks,
         styles=styles,
         vae_path=dict(config.extra_flags).get("vae_path"),
-        controlnet=controlnet,
         upscalers=upscalers,
         face_restorers=face_restorers,
+        plugins=plugins,
     )
     return AppState(
         config=config, settings=settings, registry=registry, vae_registry=vae_registry, engine=engine,
         queue=JobQueue(), plan=plan, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
-        styles=styles, controlnet=controlnet, upscalers=upscalers, face_restorers=face_restorers,
+        styles=styles, plugins=plugins, upscalers=upscalers, face_restorers=face_restorers,
         demo_notice=demo_notice,
     )
 

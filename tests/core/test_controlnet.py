@@ -483,11 +483,14 @@ def test_api_handlers(registry, cn_dirs):
     from types import SimpleNamespace
 
     from webui.api.errors import ApiError
-    from webui.api.handlers import controlnet as h
+    from webui.api.image_input import png_bytes_decoder
+    from webui.plugins.builtin.controlnet import api as h
     from webui.core.queue import JobQueue
     from webui.core.settings import Settings
 
-    state = SimpleNamespace(controlnet=registry, settings=Settings.load(None), queue=JobQueue())
+    plugin = SimpleNamespace(registry=registry)
+    state = SimpleNamespace(plugins=SimpleNamespace(get=lambda name: plugin), settings=Settings.load(None),
+                            queue=JobQueue())
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(webui=state)))
     assert h.version().version == 3
     assert h.model_list(request).model_list == registry.model_list()
@@ -506,7 +509,7 @@ def test_api_handlers(registry, cn_dirs):
     assert e.value.status_code == 422 and e.value.detail == "Module not available"
     with pytest.raises(ApiError, match="No image selected"):
         asyncio.run(h.detect(h.ControlNetDetectRequest(controlnet_module="canny"), request))
-    decode = h.unit_image_decoder(state.settings.get)
+    decode = png_bytes_decoder(state.settings.get)
     (unit,) = parse_units({"controlnet": {"args": [_unit_dict()]}}, decode_image=decode)
     assert np.array_equal(np.array(Image.open(io.BytesIO(unit.image))), _synthetic())
     state.queue.stop()

@@ -50,7 +50,7 @@ def test_txt2img_to_request_maps_every_field():
     assert req.hires is None and req.denoising_strength is None and req.refiner is None
     # the UI saves (option samples_save decides) and keeps the grid
     assert req.save_images is True and req.do_not_save_grid is False
-    assert req.controlnet == ()
+    assert req.extension_args == {}
 
 
 def test_txt2img_hires_extra_seed_and_refiner():
@@ -66,28 +66,36 @@ def test_txt2img_hires_extra_seed_and_refiner():
 
 
 def test_controlnet_unit_from_the_accordion():
+    """The built-in ControlNet plugin maps its accordion's values to ``extension_args["controlnet"]``."""
     from webui.core.types import ControlNetUnit
+    from webui.plugins.builtin.controlnet import ControlNetPlugin
+    from webui.plugins.manager import PluginManager
 
-    assert txt2img.to_request({**BASE, "cn_enabled": False, "cn_image": Image.new("RGB", (8, 8))}).controlnet == ()
+    plugins = PluginManager()
+    plugins.register(ControlNetPlugin(registry=None), "controlnet")
+
+    def units(values):
+        return txt2img.to_request(values, plugins).extension_args.get("controlnet", ())
+
+    assert units({**BASE, "cn_enabled": False, "cn_image": Image.new("RGB", (8, 8))}) == ()
     hint = Image.new("RGB", (8, 8), (1, 2, 3))
-    req = txt2img.to_request({**BASE, "cn_enabled": True, "cn_image": hint, "cn_module": "canny",
+    (unit,) = units({**BASE, "cn_enabled": True, "cn_image": hint, "cn_module": "canny",
                               "cn_model": "cn-tiny [0123abcd]", "cn_weight": 0.8, "cn_guidance_start": 0.1,
                               "cn_guidance_end": 0.9, "cn_processor_res": 256, "cn_threshold_a": 100,
                               "cn_threshold_b": 200, "cn_control_mode": 2, "cn_resize_mode": 0,
                               "cn_pixel_perfect": True, "cn_low_vram": False})
-    (unit,) = req.controlnet
     assert unit == ControlNetUnit(enabled=True, module="canny", model="cn-tiny [0123abcd]", weight=0.8,
                                   image=unit.image, resize_mode=0, processor_res=256, threshold_a=100.0,
                                   threshold_b=200.0, guidance_start=0.1, guidance_end=0.9, control_mode=2,
                                   pixel_perfect=True)
     assert tuple(decode(unit.image).getpixel((0, 0))) == (1, 2, 3)
     # Multi-ControlNet: unit 1 ("cn1_") joins when enabled, in unit order; a disabled unit 0 is skipped
-    two = txt2img.to_request({**BASE, "cn_enabled": True, "cn_module": "canny", "cn_model": "a",
+    two = units({**BASE, "cn_enabled": True, "cn_module": "canny", "cn_model": "a",
                               "cn1_enabled": True, "cn1_module": "invert", "cn1_model": "b", "cn1_weight": 0.5,
                               "cn2_enabled": False})
-    assert [(u.module, u.model, u.weight) for u in two.controlnet] == [("canny", "a", 1.0), ("invert", "b", 0.5)]
-    only_second = txt2img.to_request({**BASE, "cn_enabled": False, "cn1_enabled": True, "cn1_model": "b"})
-    assert [u.model for u in only_second.controlnet] == ["b"]
+    assert [(u.module, u.model, u.weight) for u in two] == [("canny", "a", 1.0), ("invert", "b", 0.5)]
+    only_second = units({**BASE, "cn_enabled": False, "cn1_enabled": True, "cn1_model": "b"})
+    assert [u.model for u in only_second] == ["b"]
 
 
 # -- img2img ---------------------------------------------------------------------------------------------------------

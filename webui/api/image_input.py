@@ -68,3 +68,17 @@ def decode_image_input(value: str, field: str, option: Callable[[str], Any]) -> 
     except InvalidImage:
         raise ApiError(400, "Invalid encoded image", errors=f"{field}: not a base64-encoded image (PNG, JPEG, WebP, "
                        "...), with or without a data:image/...;base64, prefix") from None
+
+
+def png_bytes_decoder(option: Callable[[str], Any]) -> Callable[[str, str], bytes]:
+    """``decode(value, field) -> PNG bytes`` for images inside script args (ControlNet units): base64, data URLs,
+    and http(s) URLs where A1111's api_enable_requests allows them, as ``decode_image_input``."""
+    import io
+
+    def decode(value: str, field: str) -> bytes:
+        image = decode_image_input(value, field, option)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+
+    return decode

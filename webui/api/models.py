@@ -450,7 +450,7 @@ def _or(value, default):
 
 def to_request(body, *, mode: str = "txt2img", task_id: str | None = None,
                override_settings: dict[str, Any] | None = None, init_images: tuple[bytes, ...] = (),
-               mask: bytes | None = None, controlnet: tuple = ()) -> GenerationRequest:
+               mask: bytes | None = None, extension_args: dict | None = None) -> GenerationRequest:
     """The one A1111 txt2img/img2img body -> GenerationRequest mapping (sampler resolution per spec §6.3).
 
     ``override_settings`` is the body's, already checked and coerced by the handler (``webui.api.options``);
@@ -491,11 +491,10 @@ def to_request(body, *, mode: str = "txt2img", task_id: str | None = None,
         override_settings=dict(body.override_settings or {}) if override_settings is None else dict(override_settings),
         save_images=bool(body.save_images),
         do_not_save_grid=not bool(body.save_images),  # A1111 api.py: p.do_not_save_grid = not save_images
-        extension_args=dict(body.alwayson_scripts or {}),
+        extension_args=dict(extension_args or {}),
         task_id=task_id,
         sampler_fallback=fallback,
         clip_skip=body.clip_skip,
-        controlnet=tuple(controlnet),
         disable_extra_networks=bool(body.disable_extra_networks),
         restore_faces=body.restore_faces,
         tiling=body.tiling,

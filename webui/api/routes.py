@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 
 from webui.api import models as m
 from webui.api.auth import make_auth_dependency
-from webui.api.handlers import controlnet, extras, generation, info, models, networks, options, progress
+from webui.api.handlers import extras, generation, info, models, networks, options, progress
 from webui.config import Config
 
 
@@ -74,36 +74,36 @@ ROUTES: tuple[Route, ...] = (
     Route("/sdapi/v1/upscalers", "GET", extras.upscalers, list[extras.UpscalerItem]),
     Route("/sdapi/v1/realesrgan-models", "GET", extras.realesrgan_models, list[extras.RealesrganItem]),
     Route("/sdapi/v1/face-restorers", "GET", extras.face_restorers, list[extras.FaceRestorerItem]),
-    # the sd-webui-controlnet extension's routes (built in here)
-    Route("/controlnet/version", "GET", controlnet.version, controlnet.ControlNetVersionResponse),
-    Route("/controlnet/model_list", "GET", controlnet.model_list, controlnet.ControlNetModelListResponse),
-    Route("/controlnet/module_list", "GET", controlnet.module_list_route, controlnet.ControlNetModuleListResponse),
-    Route("/controlnet/settings", "GET", controlnet.settings, controlnet.ControlNetSettingsResponse),
-    Route("/controlnet/detect", "POST", controlnet.detect, controlnet.ControlNetDetectResponse),
     Route("/internal/progress", "POST", progress.internal_progress, m.InternalProgressResponse, ui_only=True),
     Route("/internal/pending-tasks", "GET", progress.pending_tasks, m.PendingTasksResponse, ui_only=True),
     Route("/internal/ping", "GET", progress.ping, m.EmptyResponse, ui_only=True),
 )
 
 
-def install_routes(app: FastAPI, config: Config, *, ui: bool) -> None:
+def install_routes(app: FastAPI, config: Config, *, ui: bool) -> Callable:
     """Add the routes (the ``ui_only`` ones only when ``ui``: A1111 serves /internal/* with the UI, not under
-    --nowebui), each guarded by ``--api-auth`` when it is set."""
+    --nowebui), each guarded by ``--api-auth`` when it is set. Returns ``add_api_route(path, method, handler,
+    response_model)``, which adds a plugin's route the same way (the on_app_started hook gets it)."""
     auth = make_auth_dependency(config.api_auth_users())
     router = app.router  # added straight to the app, as A1111 does: app.routes lists every route
     # A1111's FastAPI parses a body sent without Content-Type as JSON, and clients rely on it (Dify posts
     # data=json.dumps(...)); FastAPI >= 0.123 refuses such bodies unless told otherwise.
     extra = {"strict_content_type": False} if "strict_content_type" in inspect.signature(router.add_api_route).parameters \
         else {}
-    for r in ROUTES:
-        if r.ui_only and not ui:
-            continue
-        response_model = r.response_model.build(config) if isinstance(r.response_model, ModelFor) else r.response_model
+
+    def add_api_route(path: str, method: str, handler: Callable, response_model: Any = None) -> None:
         router.add_api_route(
-            r.path,
-            r.handler,
-            methods=[r.method],
+            path,
+            handler,
+            methods=[method],
             response_model=response_model,
             dependencies=[Depends(auth)],  # every route: A1111 forgets loras/refresh-loras and /internal; we do not
             **extra,
         )
+
+    for r in ROUTES:
+        if r.ui_only and not ui:
+            continue
+        add_api_route(r.path, r.method, r.handler,
+                      r.response_model.build(config) if isinstance(r.response_model, ModelFor) else r.response_model)
+    return add_api_route

@@ -146,7 +146,6 @@ class GenerationRequest:
     refiner: RefinerOptions | None = None
     restore_faces: bool | None = None
     tiling: bool | None = None
-    controlnet: tuple[ControlNetUnit, ...] = ()
     checkpoint: str | None = None
     clip_skip: int | None = None  # the request's own clip skip (None: option CLIP_stop_at_last_layers)
     disable_extra_networks: bool = False  # leave <lora:...> and other tags in the text, activate nothing
@@ -155,6 +154,8 @@ class GenerationRequest:
     # A1111's p.do_not_save_grid: the API sets it to ``not save_images`` (so API clients get no grid by default),
     # the UI leaves it False
     do_not_save_grid: bool = False
+    # the always-on scripts' parsed args by lower-case title (ControlNet: its units), filled by the plugins'
+    # prepare_script_args (API) or ui_script_args (UI); each plugin reads its own entry
     extension_args: Mapping[str, Any] = field(default_factory=dict)
     task_id: str | None = None
     # Set by the adapter when it had to fall back (A1111 falls back silently; we record it in `info`).

@@ -9,7 +9,7 @@ from fastapi import Request, Response
 
 from webui.api.errors import ApiError, info_json
 from webui.api.handlers.options import checked_changes
-from webui.api.image_input import decode_image_input
+from webui.api.image_input import decode_image_input, png_bytes_decoder
 from webui.api.models import (
     ImageToImageResponse,
     StableDiffusionImg2ImgProcessingAPI,
@@ -28,14 +28,18 @@ from webui.state import AppState
 TASK_ID_HEADER = "X-Task-Id"
 
 
-# Script titles per tab, as /sdapi/v1/scripts lists them: the selectable ones (``script_name``: X/Y/Z plot, prompt
-# matrix, ...) and the always-on ones (``alwayson_scripts`` keys: ControlNet, ...). No script is built yet, so both are
-# empty and every script name is answered with A1111's 422.
+# Selectable script titles per tab (``script_name``: X/Y/Z plot, prompt matrix, ...): none is built yet, so every
+# script name is answered with A1111's 422. The always-on ones (``alwayson_scripts`` keys) are the plugins'.
 SELECTABLE_SCRIPTS: dict[str, tuple[str, ...]] = {"txt2img": (), "img2img": ()}
-ALWAYSON_SCRIPTS: dict[str, tuple[str, ...]] = {"txt2img": ("ControlNet",), "img2img": ("ControlNet",)}
 
 
-def check_scripts(body: Any, mode: str) -> None:
+def alwayson_titles(state: AppState, mode: str) -> tuple[str, ...]:
+    """The always-on script titles of ``mode`` as /sdapi/v1/scripts lists them: what the plugins answer to."""
+    titles = state.plugins.call("alwayson_scripts", is_img2img=mode != "txt2img") if state.plugins else []
+    return tuple(t for group in titles for t in group)
+
+
+def check_scripts(state: AppState, body: Any, mode: str) -> None:
     """A1111 ``get_selectable_script`` / ``init_script_args``: an unknown script title is a 422 "Script '<name>' not
     found" (titles match case-insensitively); a selectable script among the always-on ones is a 422 too.
 
@@ -43,7 +47,7 @@ def check_scripts(body: Any, mode: str) -> None:
     or objects (dict form, e.g. ControlNet units).
     """
     selectable = SELECTABLE_SCRIPTS[mode]
-    always_on = ALWAYSON_SCRIPTS[mode]
+    always_on = alwayson_titles(state, mode)
     if body.script_name and body.script_name.lower() not in [t.lower() for t in selectable]:
         raise ApiError(422, f"Script '{body.script_name}' not found", errors=(
             f"script_name: unknown script {body.script_name!r}; selectable {mode} scripts: "
@@ -68,7 +72,7 @@ def check_request(state: AppState, body: StableDiffusionTxt2ImgProcessingAPI, mo
     if problems:
         raise ApiError(422, "; ".join(msg for _, msg in problems),
                        errors=f"{problems[0][0]}: {problems[0][1]}")
-    check_scripts(body, mode)
+    check_scripts(state, body, mode)
     return checked_changes(state, dict(body.override_settings or {}), for_request=True)
 
 
@@ -112,20 +116,17 @@ async def img2img(body: StableDiffusionImg2ImgProcessingAPI, request: Request, r
     return ImageToImageResponse(images=images, parameters=parameters, info=info)
 
 
-def _controlnet_units(state: AppState, body) -> tuple:
-    """The ControlNet units of ``alwayson_scripts`` (list or dict args), their images decoded, checked before the
-    job is queued: a bad value or an unknown model is a 422 naming it and the choices."""
-    from webui.api.handlers.controlnet import unit_image_decoder
-    from webui.core.controlnet import parse_units
-
-    scripts = body.alwayson_scripts or {}
-    if not any(str(k).lower() == "controlnet" for k in scripts):
-        return ()
-    units = parse_units(scripts, decode_image=unit_image_decoder(state.settings.get))
-    for unit in units:
-        if unit.enabled and unit.model not in (None, "", "None", "none"):
-            state.controlnet.get_or_raise(unit.model)
-    return units
+def script_args(state: AppState, body, mode: str) -> dict[str, Any]:
+    """The ``alwayson_scripts`` entries parsed and checked by their plugins before the job is queued (images
+    decoded; a bad value or an unknown model is a 422 naming it), as the request's ``extension_args``."""
+    decode_image = png_bytes_decoder(state.settings.get)
+    out: dict[str, Any] = {}
+    for title, value in (body.alwayson_scripts or {}).items():
+        args = value.get("args", []) if isinstance(value, dict) else []
+        for parsed in state.plugins.call("prepare_script_args", title=title, args=args, is_img2img=mode != "txt2img",
+                                         decode_image=decode_image):
+            out.update(parsed)
+    return out
 
 
 def _png_bytes(image) -> bytes:
@@ -144,8 +145,8 @@ async def _generate(body, request: Request, response: Response, mode: str, **ima
     body = apply_infotext(body, state.settings)  # spec §6.5: fields the JSON left out come from the infotext
     task_id = body.force_task_id or new_task_id(mode)
     overrides = check_request(state, body, mode)
-    units = await asyncio.to_thread(_controlnet_units, state, body)
-    req = to_request(body, mode=mode, task_id=task_id, override_settings=overrides, controlnet=units, **images)
+    extension_args = await asyncio.to_thread(script_args, state, body, mode)
+    req = to_request(body, mode=mode, task_id=task_id, override_settings=overrides, extension_args=extension_args, **images)
     sticky = overrides if not body.override_settings_restore_afterwards else {}
 
     def job(progress):

@@ -9,7 +9,7 @@ import subprocess
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from webui.api.handlers.generation import ALWAYSON_SCRIPTS, SELECTABLE_SCRIPTS
+from webui.api.handlers.generation import SELECTABLE_SCRIPTS, alwayson_titles
 from webui.api.image_input import decode_image_input
 from webui.api.models import (
     ExtensionItem,
@@ -98,21 +98,25 @@ def cmd_flags(request: Request):
     return JSONResponse(_state(request).config.cmd_flags())
 
 
-def scripts() -> ScriptsList:
+def scripts(request: Request) -> ScriptsList:
     """GET /sdapi/v1/scripts: lower-cased titles of the selectable and always-on scripts per tab."""
+    state = request.app.state.webui
     return ScriptsList(
-        txt2img=[t.lower() for t in (*SELECTABLE_SCRIPTS["txt2img"], *ALWAYSON_SCRIPTS["txt2img"])],
-        img2img=[t.lower() for t in (*SELECTABLE_SCRIPTS["img2img"], *ALWAYSON_SCRIPTS["img2img"])],
+        txt2img=[t.lower() for t in (*SELECTABLE_SCRIPTS["txt2img"], *alwayson_titles(state, "txt2img"))],
+        img2img=[t.lower() for t in (*SELECTABLE_SCRIPTS["img2img"], *alwayson_titles(state, "img2img"))],
     )
 
 
-def script_info() -> list[ScriptInfo]:
+def script_info(request: Request) -> list[ScriptInfo]:
     """GET /sdapi/v1/script-info: each script's name, kind and UI arguments, txt2img scripts then img2img ones."""
-    return [
-        ScriptInfo(name=title.lower(), is_alwayson=title in ALWAYSON_SCRIPTS[tab], is_img2img=tab == "img2img", args=[])
-        for tab in ("txt2img", "img2img")
-        for title in (*SELECTABLE_SCRIPTS[tab], *ALWAYSON_SCRIPTS[tab])
-    ]
+    state = request.app.state.webui
+    out = []
+    for tab in ("txt2img", "img2img"):
+        always_on = alwayson_titles(state, tab)
+        for title in (*SELECTABLE_SCRIPTS[tab], *always_on):
+            out.append(ScriptInfo(name=title.lower(), is_alwayson=title in always_on, is_img2img=tab == "img2img",
+                                  args=[]))
+    return out
 
 
 def _git(path: str, *args: str) -> str | None:

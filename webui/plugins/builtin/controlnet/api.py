@@ -2,14 +2,13 @@
 /controlnet/module_list, /controlnet/settings and POST /controlnet/detect, in the extension's response shapes.
 
 Thin: the model list and the preprocessors are ``webui.core.controlnet``; detection runs on the queue's worker (it
-may load an annotator network). ``state.controlnet`` is the app's :class:`ControlNetRegistry`.
+may load an annotator network). The plugin adds these routes in its ``on_app_started`` hook (``ROUTES``), guarded by
+--api-auth like the app's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -63,17 +62,9 @@ def _state(request: Request):
     return request.app.state.webui
 
 
-def unit_image_decoder(option: Callable[[str], Any]) -> Callable[[str, str], bytes]:
-    """The image decoder ``parse_units`` gets on the API: base64, data URLs, and http(s) URLs where A1111's
-    api_enable_requests allows them (the extension decodes with A1111's decode_base64_to_image); PNG bytes out."""
-
-    def decode(value: str, field: str) -> bytes:
-        image = decode_image_input(value, field, option)
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        return buf.getvalue()
-
-    return decode
+def _registry(request: Request):
+    """The plugin's ControlNetRegistry."""
+    return _state(request).plugins.get("controlnet").registry
 
 
 def version() -> ControlNetVersionResponse:
@@ -83,7 +74,7 @@ def version() -> ControlNetVersionResponse:
 
 def model_list(request: Request, update: bool = True) -> ControlNetModelListResponse:
     """GET /controlnet/model_list?update=true: the titles ``"name [hash8]"``, rescanned unless ``update=false``."""
-    registry = _state(request).controlnet
+    registry = _registry(request)
     if update:
         registry.refresh()
     return ControlNetModelListResponse(model_list=registry.model_list())
@@ -118,7 +109,7 @@ async def detect(body: ControlNetDetectRequest, request: Request) -> ControlNetD
               for i, v in enumerate(body.controlnet_input_images)]
 
     def job(progress):
-        return core_detect(body.controlnet_module, images, registry=state.controlnet,
+        return core_detect(body.controlnet_module, images, registry=_registry(request),
                            processor_res=body.controlnet_processor_res, threshold_a=body.controlnet_threshold_a,
                            threshold_b=body.controlnet_threshold_b)
 
@@ -129,3 +120,13 @@ async def detect(body: ControlNetDetectRequest, request: Request) -> ControlNetD
     fmt = option("samples_format")
     encoded = await asyncio.to_thread(lambda: [encode_base64(im, fmt) for im in results])
     return ControlNetDetectResponse(info="Success", images=encoded)
+
+
+#: (path, method, handler, response model): the extension's routes, added by the plugin at app start.
+ROUTES = (
+    ("/controlnet/version", "GET", version, ControlNetVersionResponse),
+    ("/controlnet/model_list", "GET", model_list, ControlNetModelListResponse),
+    ("/controlnet/module_list", "GET", module_list_route, ControlNetModuleListResponse),
+    ("/controlnet/settings", "GET", settings, ControlNetSettingsResponse),
+    ("/controlnet/detect", "POST", detect, ControlNetDetectResponse),
+)
