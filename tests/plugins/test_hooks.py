@@ -210,3 +210,28 @@ def test_model_loaded_hook(state):
     state.engine.load(state.registry.resolve("tiny-sd15"))
     state.engine.load(state.registry.resolve("tiny-sd15"))  # cached: no second load
     assert seen == ["tiny-sd15"]
+
+
+def test_plugin_tab_and_settings_hook_in_the_page(data_dir):
+    import gradio as gr
+
+    from webui.ui.blocks import build_ui
+
+    seen = []
+
+    class TabPlugin:
+        @hookimpl
+        def on_ui_tabs(self, state):
+            with gr.Blocks() as blocks:
+                gr.Markdown("hello from a plugin")
+            return [(blocks, "My Plugin", "my_plugin")]
+
+        @hookimpl
+        def on_ui_settings(self, settings):
+            seen.append(settings)
+
+    state = build_state(parse(["--data-dir", str(data_dir)]), create_demo=False)
+    state.plugins.register(TabPlugin(), "tabplugin")
+    page = json.dumps(build_ui(state).get_config_file())
+    assert "My Plugin" in page and "hello from a plugin" in page and "tab_my_plugin" in page
+    assert seen == [state.settings]

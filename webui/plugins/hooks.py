@@ -127,7 +127,7 @@ def on_ui_tabs(state):
 
 @hookspec
 def on_ui_settings(settings):
-    """Add options to the settings schema before the Settings tab is built (A1111 ui_settings_callback)."""
+    """Before the Settings tab is built, with the app's Settings (A1111 ui_settings_callback; add_option: issue 11)."""
 
 
 @hookspec

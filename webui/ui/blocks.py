@@ -11,6 +11,7 @@ import logging
 
 import gradio as gr
 
+from webui.core.io.paste import paste_values
 from webui.core.options import switch_checkpoint
 from webui.core.settings import OPTIONS_BY_KEY
 from webui.ui import common
@@ -65,6 +66,12 @@ def build_ui(state) -> gr.Blocks:
                 merger.build(state)
             with gr.Tab("Train", id="train", elem_id="tab_train"):
                 train.build(state)
+            # plugins' own tabs go after Train, before Settings (A1111 ui_tabs_callback)
+            for blocks, title, elem_id in _plugin_tabs(state):
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                    blocks.render()
+            if state.plugins is not None:
+                state.plugins.call("on_ui_settings", settings=state.settings)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 sett = settings.build(state)
         _wire_paste(state, t2i)
@@ -177,7 +184,7 @@ def _paste_updates(state, ui: c.TabUi, text: str) -> dict:
     if not text or not text.strip():
         return {}
     params = common.parse_infotext(state, text)
-    values = common.paste_values(params, ui.paste_fields)
+    values = paste_values(params, ui.paste_fields)
     return {ui.form[name]: value for name, value in values.items() if name in ui.form}
 
 
@@ -252,3 +259,11 @@ def _wire_send(state, tabs, t2i: c.TabUi, i2i: c.TabUi, ext: c.TabUi, png: c.Tab
 
         button.click(send_png, [png.form["image"], png.form["generation_info"]], outputs_for[target],
                      show_progress="hidden")
+
+
+def _plugin_tabs(state) -> list:
+    """``(Blocks, title, elem_id)`` of every tab the plugins' on_ui_tabs hooks return (built outside the page, as
+    A1111 extensions build theirs, then rendered into it)."""
+    if state.plugins is None:
+        return []
+    return [tab for tabs in state.plugins.call("on_ui_tabs", state=state) for tab in tabs]
