@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from webui.core.io.infotext import parse_generation_parameters
+from webui.core.io.paste import paste_values
 from webui.core.types import HiresOptions, RefinerOptions
 from webui.ui import common
 from webui.ui.tabs import img2img, txt2img
@@ -176,7 +177,7 @@ def test_paste_fields_follow_a1111():
     text = ("a house\nNegative prompt: ugly\nSteps: 12, Sampler: DPM++ 2M Karras, CFG scale: 4, Seed: 99, "
             "Size: 640x448, Denoising strength: 0.4, Hires upscale: 2, Hires upscaler: Latent, Hires steps: 3, "
             "Variation seed: 5, Variation seed strength: 0.1, Refiner: ref [0123], Refiner switch at: 0.7")
-    values = common.paste_values(parse_generation_parameters(text), txt2img.PASTE_FIELDS)
+    values = paste_values(parse_generation_parameters(text), txt2img.PASTE_FIELDS)
     assert values["prompt"] == "a house" and values["negative_prompt"] == "ugly"
     assert (values["steps"], values["cfg_scale"], values["seed"]) == (12, 4.0, 99)
     # a legacy combined name is split; Karras is DPM++ 2M's own default, so A1111 shows it as Automatic
@@ -188,11 +189,11 @@ def test_paste_fields_follow_a1111():
     assert values["enable_refiner"] is True and values["refiner_checkpoint"] == "ref [0123]"
     assert values["refiner_switch_at"] == 0.7
     # a plain txt2img infotext enables neither Hires. fix nor the refiner, and a bad number is skipped
-    plain = common.paste_values(parse_generation_parameters("x\nSteps: many, Sampler: Euler, Seed: 1"),
+    plain = paste_values(parse_generation_parameters("x\nSteps: many, Sampler: Euler, Seed: 1"),
                                 txt2img.PASTE_FIELDS)
     assert "steps" not in plain and plain["enable_hr"] is False and "enable_refiner" not in plain
     assert plain["sampler_name"] == "Euler" and plain["scheduler"] == "Automatic"
-    legacy = common.paste_values(parse_generation_parameters("x\nSteps: 3, Sampler: Euler Karras, Seed: 1"),
+    legacy = paste_values(parse_generation_parameters("x\nSteps: 3, Sampler: Euler Karras, Seed: 1"),
                                  txt2img.PASTE_FIELDS)
     assert (legacy["sampler_name"], legacy["scheduler"]) == ("Euler", "Karras")
 
@@ -200,7 +201,7 @@ def test_paste_fields_follow_a1111():
 def test_img2img_paste_fields_read_inpaint_keys():
     text = ("p\nSteps: 5, Sampler: Euler, Seed: 1, Size: 64x64, Denoising strength: 0.3, Mask blur: 8, "
             "Inpaint area: Only masked, Masked area padding: 24, Masked content: fill, Mask mode: Inpaint not masked")
-    values = common.paste_values(parse_generation_parameters(text), img2img.PASTE_FIELDS)
+    values = paste_values(parse_generation_parameters(text), img2img.PASTE_FIELDS)
     assert values["mask_blur"] == 8 and values["inpaint_full_res"] == "Only masked"
     assert values["inpaint_full_res_padding"] == 24 and values["inpainting_fill"] == "fill"
     assert values["inpainting_mask_invert"] == "Inpaint not masked" and values["denoising_strength"] == 0.3

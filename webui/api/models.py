@@ -385,54 +385,21 @@ def flags_model(flags: dict[str, Any]) -> type[BaseModel]:
 
 # -- infotext in the request (spec §6.5) --------------------------------------------------------------------------
 
-#: A1111's paste fields for the generation tabs: infotext key -> API field (infotext_utils / ui paste_fields).
-INFOTEXT_FIELDS: dict[str, str] = {
-    "Prompt": "prompt", "Negative prompt": "negative_prompt", "Steps": "steps", "Sampler": "sampler_name",
-    "Schedule type": "scheduler", "CFG scale": "cfg_scale", "Image CFG scale": "image_cfg_scale", "Seed": "seed",
-    "Size-1": "width", "Size-2": "height", "Variation seed": "subseed", "Variation seed strength": "subseed_strength",
-    "Seed resize from-1": "seed_resize_from_w", "Seed resize from-2": "seed_resize_from_h",
-    "Denoising strength": "denoising_strength", "Hires upscale": "hr_scale", "Hires upscaler": "hr_upscaler",
-    "Hires steps": "hr_second_pass_steps", "Hires resize-1": "hr_resize_x", "Hires resize-2": "hr_resize_y",
-    "Hires checkpoint": "hr_checkpoint_name", "Hires sampler": "hr_sampler_name", "Hires schedule type": "hr_scheduler",
-    "Hires prompt": "hr_prompt", "Hires negative prompt": "hr_negative_prompt", "Refiner": "refiner_checkpoint",
-    "Refiner switch at": "refiner_switch_at", "Mask blur": "mask_blur", "Styles array": "styles",
-}
-
-#: A1111's infotext_to_setting_name_mapping: infotext key -> option merged into override_settings.
-INFOTEXT_SETTINGS: dict[str, str] = {
-    "Clip skip": "CLIP_stop_at_last_layers", "Conditional mask weight": "inpainting_mask_weight",
-    "ENSD": "eta_noise_seed_delta", "Noise multiplier": "initial_noise_multiplier", "Eta": "eta_ancestral",
-    "Eta DDIM": "eta_ddim", "Sigma churn": "s_churn", "Sigma tmin": "s_tmin", "Sigma tmax": "s_tmax",
-    "Sigma noise": "s_noise", "Sigma min": "sigma_min", "Sigma max": "sigma_max", "RNG": "randn_source",
-    "NGMS": "s_min_uncond", "Pad conds": "pad_cond_uncond", "Pad conds v0": "pad_cond_uncond_v0", "VAE": "sd_vae",
-    "Emphasis": "emphasis", "Discard penultimate sigma": "always_discard_next_to_last_sigma",
-    "UniPC variant": "uni_pc_variant", "UniPC skip type": "uni_pc_skip_type", "UniPC order": "uni_pc_order",
-    "UniPC lower order final": "uni_pc_lower_order_final", "Token merging ratio": "token_merging_ratio",
-    "Token merging ratio hr": "token_merging_ratio_hr", "Beta schedule alpha": "beta_dist_alpha",
-    "Beta schedule beta": "beta_dist_beta", "Refiner switch by sampling steps": "refiner_switch_by_sample_steps",
-}
-
-
 def apply_infotext(body, settings=None):
-    """A1111 api.apply_infotext: the request's ``infotext`` fills every field the JSON did not set explicitly, and
-    the settings it mentions join ``override_settings`` (the request's keys win). Returns a new body."""
+    """A1111 api.apply_infotext: the request's ``infotext`` fills every field the JSON did not set explicitly, from
+    the same paste table as the UI's paste button (``webui.core.io.paste``), and the settings it mentions join
+    ``override_settings`` (the request's keys win). Returns a new body."""
+    from webui.core.io import paste
     from webui.core.io.infotext import parse_generation_parameters
 
     if not body.infotext:
         return body
     params = parse_generation_parameters(body.infotext)
     explicit = body.model_fields_set
-    data: dict[str, Any] = {}
     fields = type(body).model_fields
-    for key, field_name in INFOTEXT_FIELDS.items():
-        if key in params and field_name in fields and field_name not in explicit:
-            data[field_name] = params[key]
-    if "enable_hr" in fields and "enable_hr" not in explicit and "Denoising strength" in params and (
-            "Hires upscale" in params or "Hires upscaler" in params or "Hires resize-1" in params):
-        data["enable_hr"] = True
-    if "restore_faces" not in explicit and "Face restoration" in params:
-        data["restore_faces"] = True
-    overrides = {INFOTEXT_SETTINGS[k]: v for k, v in params.items() if k in INFOTEXT_SETTINGS}
+    mode = "txt2img" if "enable_hr" in fields else "img2img"
+    data = paste.api_values(params, mode, skip=lambda name: name not in fields or name in explicit)
+    overrides = paste.infotext_settings(params)
     if "Model hash" in params and settings is not None and not settings.get("disable_weights_auto_swap"):
         overrides["sd_model_checkpoint"] = params.get("Model") or params["Model hash"]
     if overrides:

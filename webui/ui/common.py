@@ -234,50 +234,6 @@ def token_counter_html(state, text: str, steps: Any, styles: list | None = None,
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PasteField:
-    """A component filled from a parsed infotext: ``key`` is the infotext key, or a function of the parsed dict that
-    returns the value (None: leave the component alone). ``kind`` converts the text value as A1111 does from the
-    component's value type."""
-
-    name: str
-    key: str | Callable[[dict], Any]
-    kind: type = str
-
-
-_NO_CHANGE = object()
-
-
-def _convert(value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, str):
-            return value.strip().lower() not in ("false", "0", "")
-        return bool(value)
-    if kind is int:
-        return int(float(value))
-    if kind is float:
-        return float(value)
-    if kind is list:
-        return list(value) if isinstance(value, (list, tuple)) else _NO_CHANGE
-    return str(value)
-
-
-def paste_values(params: dict, fields: list[PasteField]) -> dict[str, Any]:
-    """``{name: value}`` for the fields the parsed infotext sets; values that do not convert are skipped (A1111)."""
-    out: dict[str, Any] = {}
-    for f in fields:
-        v = f.key(params) if callable(f.key) else params.get(f.key)
-        if v is None:
-            continue
-        try:
-            converted = _convert(v, f.kind)
-        except (TypeError, ValueError):
-            continue
-        if converted is not _NO_CHANGE:
-            out[f.name] = converted
-    return out
-
-
 def parse_infotext(state, text: str) -> dict:
     """A1111 ``parse_generation_parameters`` with the options that steer it, then the built-in paste callbacks."""
     from webui.core.io.infotext import infotext_pasted, parse_generation_parameters
@@ -295,40 +251,6 @@ def parse_infotext(state, text: str) -> dict:
     if loras is not None and hasattr(loras, "alias_for_hash"):
         alias = loras.alias_for_hash
     return infotext_pasted(params, alias)
-
-
-def sampler_from_infotext(params: dict) -> str | None:
-    """A1111 ``sd_samplers.get_sampler_from_infotext``."""
-    from webui.core.generation.samplers import get_sampler_and_scheduler
-
-    return get_sampler_and_scheduler(params.get("Sampler"), params.get("Schedule type"))[0].name
-
-
-def scheduler_from_infotext(params: dict) -> str | None:
-    """A1111 ``sd_samplers.get_scheduler_from_infotext``."""
-    from webui.core.generation.samplers import get_sampler_and_scheduler
-
-    return get_sampler_and_scheduler(params.get("Sampler"), params.get("Schedule type"))[1].label
-
-
-def hr_sampler_from_infotext(params: dict) -> str | None:
-    """A1111 ``get_hr_sampler_from_infotext``: "Use same sampler" unless the infotext names one."""
-    from webui.core.generation.samplers import get_sampler_and_scheduler
-
-    hr = params.get("Hires sampler", "Use same sampler")
-    if hr == "Use same sampler":
-        return hr
-    return get_sampler_and_scheduler(hr, params.get("Hires schedule type"))[0].name
-
-
-def hr_scheduler_from_infotext(params: dict) -> str | None:
-    from webui.core.generation.samplers import get_sampler_and_scheduler
-
-    hr = params.get("Hires sampler", "Use same sampler")
-    sched = params.get("Hires schedule type", "Use same scheduler")
-    if hr == "Use same sampler":
-        return sched if sched == "Use same scheduler" else get_sampler_and_scheduler(None, sched)[1].label
-    return get_sampler_and_scheduler(hr, sched)[1].label
 
 
 def last_generation_text(state) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from webui.core.generation.imageops import RESIZE_MODES
+from webui.core.io import paste
 from webui.core.types import GenerationRequest, InpaintOptions
 from webui.ui import common
 from webui.ui import components as c
@@ -180,15 +181,8 @@ def make_requests(values: dict[str, Any], plugins=None) -> list[GenerationReques
     return [to_request(values, plugins)]
 
 
-#: A1111 ``img2img_paste_fields`` (ui.py): txt2img's shared fields plus the img2img ones.
-PASTE_FIELDS = [f for f in txt2img.PASTE_FIELDS if not f.name.startswith("hr_") and f.name != "enable_hr"] + [
-    common.PasteField("image_cfg_scale", "Image CFG scale", float),
-    common.PasteField("mask_blur", "Mask blur", int),
-    common.PasteField("inpainting_mask_invert", "Mask mode"),
-    common.PasteField("inpainting_fill", "Masked content"),
-    common.PasteField("inpaint_full_res", "Inpaint area"),
-    common.PasteField("inpaint_full_res_padding", "Masked area padding", int),
-]
+#: The paste button's table: ``webui.core.io.paste`` (shared with the API's ``infotext``).
+PASTE_FIELDS = paste.IMG2IMG_FIELDS
 
 
 def build(state) -> c.TabUi:

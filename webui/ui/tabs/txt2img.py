@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.core.io import paste
 from webui.core.types import GenerationRequest, HiresOptions, RefinerOptions
 from webui.ui import common
 from webui.ui import components as c
@@ -93,43 +94,8 @@ def _unless(value, same: str):
     return None if value in (None, "", same) else value
 
 
-#: A1111 ``txt2img_paste_fields`` (ui.py) plus the Refiner script's fields; see common.paste_values.
-PASTE_FIELDS = [
-    common.PasteField("prompt", "Prompt"),
-    common.PasteField("negative_prompt", "Negative prompt"),
-    common.PasteField("cfg_scale", "CFG scale", float),
-    common.PasteField("steps", "Steps", int),
-    common.PasteField("sampler_name", common.sampler_from_infotext),
-    common.PasteField("scheduler", common.scheduler_from_infotext),
-    common.PasteField("seed", "Seed", int),
-    common.PasteField("width", "Size-1", int),
-    common.PasteField("height", "Size-2", int),
-    common.PasteField("batch_size", "Batch size", int),
-    common.PasteField("seed_extras", lambda d: True if "Variation seed" in d or "Seed resize from-1" in d else None,
-                      bool),
-    common.PasteField("subseed", "Variation seed", int),
-    common.PasteField("subseed_strength", "Variation seed strength", float),
-    common.PasteField("seed_resize_from_w", "Seed resize from-1", int),
-    common.PasteField("seed_resize_from_h", "Seed resize from-2", int),
-    common.PasteField("styles", lambda d: d["Styles array"] if isinstance(d.get("Styles array"), list) else None, list),
-    common.PasteField("denoising_strength", "Denoising strength", float),
-    common.PasteField("enable_hr", lambda d: "Denoising strength" in d and (
-        "Hires upscale" in d or "Hires upscaler" in d or "Hires resize-1" in d and d["Hires resize-1"] not in (0, "0")),
-        bool),
-    common.PasteField("hr_scale", "Hires upscale", float),
-    common.PasteField("hr_upscaler", "Hires upscaler"),
-    common.PasteField("hr_second_pass_steps", "Hires steps", int),
-    common.PasteField("hr_resize_x", "Hires resize-1", int),
-    common.PasteField("hr_resize_y", "Hires resize-2", int),
-    common.PasteField("hr_checkpoint_name", "Hires checkpoint"),
-    common.PasteField("hr_sampler_name", common.hr_sampler_from_infotext),
-    common.PasteField("hr_scheduler", common.hr_scheduler_from_infotext),
-    common.PasteField("hr_prompt", "Hires prompt"),
-    common.PasteField("hr_negative_prompt", "Hires negative prompt"),
-    common.PasteField("enable_refiner", lambda d: True if "Refiner" in d else None, bool),
-    common.PasteField("refiner_checkpoint", "Refiner"),
-    common.PasteField("refiner_switch_at", "Refiner switch at", float),
-]
+#: The paste button's table: ``webui.core.io.paste`` (shared with the API's ``infotext``).
+PASTE_FIELDS = paste.TXT2IMG_FIELDS
 
 
 def build(state) -> c.TabUi:
