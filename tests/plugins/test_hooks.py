@@ -235,3 +235,20 @@ def test_plugin_tab_and_settings_hook_in_the_page(data_dir):
     page = json.dumps(build_ui(state).get_config_file())
     assert "My Plugin" in page and "hello from a plugin" in page and "tab_my_plugin" in page
     assert seen == [state.settings]
+
+
+def test_infotext_pasted_hook_reaches_the_api_request(data_dir):
+    class Paste:
+        @hookimpl
+        def on_infotext_pasted(self, infotext, params):
+            if "My steps" in params:
+                params["Steps"] = params["My steps"]
+
+    config = parse(["--nowebui", "--data-dir", str(data_dir), "--skip-load-model-at-start"])
+    with TestClient(build_app(config)) as client:
+        client.app.state.webui.plugins.register(Paste(), "paste")
+        text = "a cat\nSteps: 5, Sampler: Euler, CFG scale: 7, Seed: 3, Size: 64x64, My steps: 2"
+        r = client.post("/sdapi/v1/txt2img", json={"infotext": text})
+        assert r.status_code == 200, r.text
+        info = json.loads(r.json()["info"])
+        assert info["steps"] == 2 and info["all_seeds"] == [3]

@@ -385,7 +385,7 @@ def flags_model(flags: dict[str, Any]) -> type[BaseModel]:
 
 # -- infotext in the request (spec §6.5) --------------------------------------------------------------------------
 
-def apply_infotext(body, settings=None):
+def apply_infotext(body, settings=None, plugins=None):
     """A1111 api.apply_infotext: the request's ``infotext`` fills every field the JSON did not set explicitly, from
     the same paste table as the UI's paste button (``webui.core.io.paste``), and the settings it mentions join
     ``override_settings`` (the request's keys win). Returns a new body."""
@@ -395,6 +395,8 @@ def apply_infotext(body, settings=None):
     if not body.infotext:
         return body
     params = parse_generation_parameters(body.infotext)
+    if plugins is not None:
+        plugins.call("on_infotext_pasted", infotext=body.infotext, params=params)  # A1111 infotext_pasted_callback
     explicit = body.model_fields_set
     fields = type(body).model_fields
     mode = "txt2img" if "enable_hr" in fields else "img2img"

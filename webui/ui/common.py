@@ -250,7 +250,10 @@ def parse_infotext(state, text: str) -> dict:
     alias = None
     if loras is not None and hasattr(loras, "alias_for_hash"):
         alias = loras.alias_for_hash
-    return infotext_pasted(params, alias)
+    params = infotext_pasted(params, alias)
+    if state.plugins is not None:
+        state.plugins.call("on_infotext_pasted", infotext=text, params=params)  # A1111 infotext_pasted_callback
+    return params
 
 
 def last_generation_text(state) -> str:

@@ -142,7 +142,7 @@ def _png_bytes(image) -> bytes:
 async def _generate(body, request: Request, response: Response, mode: str, **images) -> tuple[list, dict, str]:
     state: AppState = request.app.state.webui
     echo = body.model_dump()
-    body = apply_infotext(body, state.settings)  # spec §6.5: fields the JSON left out come from the infotext
+    body = apply_infotext(body, state.settings, state.plugins)  # spec §6.5: fields the JSON left out come from the infotext
     task_id = body.force_task_id or new_task_id(mode)
     overrides = check_request(state, body, mode)
     extension_args = await asyncio.to_thread(script_args, state, body, mode)
