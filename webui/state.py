@@ -31,6 +31,8 @@ class AppState:
     hypernetworks: Any = None  # webui.core.networks.hypernetworks.HypernetworkRegistry
     styles: Any = None  # webui.core.generation.prompts.StyleDatabase
     plugins: Any = None  # webui.plugins.manager.PluginManager: the built-in plugins (ControlNet) and their hooks
+    scripts_txt2img: Any = None  # webui.plugins.scripts.ScriptRunner of the txt2img tab (A1111 scripts_txt2img)
+    scripts_img2img: Any = None  # ... of the img2img tab
     upscalers: Any = None  # webui.core.postprocess.upscalers.UpscalerRegistry
     face_restorers: Any = None  # webui.core.postprocess.face_restore.FaceRestorers
     demo_notice: str | None = None
@@ -87,7 +89,7 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
     from webui.plugins.manager import PluginManager
 
     plugins = PluginManager()
-    register_builtin_plugins(plugins, config, settings, plan)
+    scripts_txt2img, scripts_img2img = register_builtin_plugins(plugins, config, settings, plan)
     from webui.core.postprocess.face_restore import FaceRestorers
     from webui.core.postprocess.upscalers import UpscalerRegistry
 
@@ -111,7 +113,8 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
     return AppState(
         config=config, settings=settings, registry=registry, vae_registry=vae_registry, engine=engine,
         queue=JobQueue(), plan=plan, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
-        styles=styles, plugins=plugins, upscalers=upscalers, face_restorers=face_restorers,
+        styles=styles, plugins=plugins, scripts_txt2img=scripts_txt2img, scripts_img2img=scripts_img2img,
+        upscalers=upscalers, face_restorers=face_restorers,
         demo_notice=demo_notice,
     )
 

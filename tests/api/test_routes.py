@@ -231,12 +231,15 @@ def test_cmd_flags_memory_scripts(data_dir):
 
         if not torch.cuda.is_available():
             assert mem["cuda"] == {"error": "unavailable"}
-        # the built-in ControlNet is an always-on script of both tabs, listed lower-cased as A1111 lists titles
-        assert c.get("/sdapi/v1/scripts", auth=("u", "p")).json() == {"txt2img": ["controlnet"],
-                                                                      "img2img": ["controlnet"]}
+        # A1111's always-on processing scripts and the built-in ControlNet, listed lower-cased as A1111 lists titles
+        scripts = c.get("/sdapi/v1/scripts", auth=("u", "p")).json()
+        for tab in ("txt2img", "img2img"):
+            assert scripts[tab][:4] == ["refiner", "seed", "sampler", "comments"] and "controlnet" in scripts[tab]
         infos = c.get("/sdapi/v1/script-info", auth=("u", "p")).json()
-        assert [(i["name"], i["is_alwayson"], i["is_img2img"]) for i in infos] == [
-            ("controlnet", True, False), ("controlnet", True, True)]
+        by_name = {(i["name"], i["is_img2img"]): i for i in infos}
+        assert by_name[("controlnet", False)]["is_alwayson"] and by_name[("controlnet", True)]["is_alwayson"]
+        assert [a["label"] for a in by_name[("refiner", False)]["args"]] == ["Refiner", "Checkpoint", "Switch at"]
+        assert [a["value"] for a in by_name[("seed", True)]["args"]] == [-1, False, -1, 0.0, 0, 0]
         assert [m["name"] for m in c.get("/sdapi/v1/latent-upscale-modes", auth=("u", "p")).json()] == [
             "Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
             "Latent (nearest-exact)"]

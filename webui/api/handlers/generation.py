@@ -22,21 +22,28 @@ from webui.api.models import (
 from webui.core.io.images import encode_base64
 from webui.core.options import switch_checkpoint
 from webui.core.queue import TaskCancelled, new_task_id
+from webui.plugins.scripts import run_generation
 from webui.state import AppState
 
 #: Response header carrying the task id of a txt2img/img2img job (ours; the id /progress?id_task= takes).
 TASK_ID_HEADER = "X-Task-Id"
 
 
-# Selectable script titles per tab (``script_name``: X/Y/Z plot, prompt matrix, ...): none is built yet, so every
-# script name is answered with A1111's 422. The always-on ones (``alwayson_scripts`` keys) are the plugins'.
-SELECTABLE_SCRIPTS: dict[str, tuple[str, ...]] = {"txt2img": (), "img2img": ()}
+def runner_for(state: AppState, mode: str):
+    """The tab's ScriptRunner (A1111 scripts_txt2img / scripts_img2img)."""
+    return state.scripts_img2img if mode != "txt2img" else state.scripts_txt2img
+
+
+def selectable_titles(state: AppState, mode: str) -> tuple[str, ...]:
+    """The ``script_name`` titles of ``mode`` (X/Y/Z plot, prompt matrix, ...)."""
+    return tuple(runner_for(state, mode).titles)
 
 
 def alwayson_titles(state: AppState, mode: str) -> tuple[str, ...]:
-    """The always-on script titles of ``mode`` as /sdapi/v1/scripts lists them: what the plugins answer to."""
-    titles = state.plugins.call("alwayson_scripts", is_img2img=mode != "txt2img") if state.plugins else []
-    return tuple(t for group in titles for t in group)
+    """The always-on script titles of ``mode``: the runner's always-on scripts, then what the plugins answer to."""
+    runner = [s.title() for s in runner_for(state, mode).alwayson_scripts]
+    plugins = state.plugins.call("alwayson_scripts", is_img2img=mode != "txt2img") if state.plugins else []
+    return (*runner, *(t for group in plugins for t in group))
 
 
 def check_scripts(state: AppState, body: Any, mode: str) -> None:
@@ -46,7 +53,7 @@ def check_scripts(state: AppState, body: Any, mode: str) -> None:
     ``alwayson_scripts`` values are accepted as ``{"args": [...]}`` whose items may be positional values (list form)
     or objects (dict form, e.g. ControlNet units).
     """
-    selectable = SELECTABLE_SCRIPTS[mode]
+    selectable = selectable_titles(state, mode)
     always_on = alwayson_titles(state, mode)
     if body.script_name and body.script_name.lower() not in [t.lower() for t in selectable]:
         raise ApiError(422, f"Script '{body.script_name}' not found", errors=(
@@ -117,15 +124,24 @@ async def img2img(body: StableDiffusionImg2ImgProcessingAPI, request: Request, r
 
 
 def script_args(state: AppState, body, mode: str) -> dict[str, Any]:
-    """The ``alwayson_scripts`` entries parsed and checked by their plugins before the job is queued (images
-    decoded; a bad value or an unknown model is a 422 naming it), as the request's ``extension_args``."""
+    """The request's ``extension_args``: the job's positional ``script_args`` tuple (A1111 init_script_args: the
+    defaults, the selected script's ``script_args``, each always-on script's ``args``), and the ``alwayson_scripts``
+    entries that plugins parse and check before the job is queued (ControlNet: images decoded, models checked; a bad
+    value is a 422 naming it)."""
+    runner = runner_for(state, mode)
     decode_image = png_bytes_decoder(state.settings.get)
     out: dict[str, Any] = {}
+    runner_args: dict[str, list] = {}
     for title, value in (body.alwayson_scripts or {}).items():
         args = value.get("args", []) if isinstance(value, dict) else []
+        script = runner.find(title)
+        if script is not None and script.alwayson:
+            runner_args[title] = list(args) if isinstance(args, list) else []
+            continue
         for parsed in state.plugins.call("prepare_script_args", title=title, args=args, is_img2img=mode != "txt2img",
                                          decode_image=decode_image):
             out.update(parsed)
+    out["script_args"] = runner.script_args(body.script_name, body.script_args, runner_args)
     return out
 
 
@@ -149,8 +165,10 @@ async def _generate(body, request: Request, response: Response, mode: str, **ima
     req = to_request(body, mode=mode, task_id=task_id, override_settings=overrides, extension_args=extension_args, **images)
     sticky = overrides if not body.override_settings_restore_afterwards else {}
 
+    runner = runner_for(state, mode)
+
     def job(progress):
-        result = state.engine.generate(req, progress)
+        result = run_generation(state.engine, runner, req, progress)
         keep_overrides(state, sticky)
         return result
 

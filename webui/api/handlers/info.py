@@ -9,7 +9,7 @@ import subprocess
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from webui.api.handlers.generation import SELECTABLE_SCRIPTS, alwayson_titles
+from webui.api.handlers.generation import alwayson_titles, runner_for
 from webui.api.image_input import decode_image_input
 from webui.api.models import (
     ExtensionItem,
@@ -17,6 +17,7 @@ from webui.api.models import (
     MemoryResponse,
     PNGInfoRequest,
     PNGInfoResponse,
+    ScriptArg,
     ScriptInfo,
     ScriptsList,
 )
@@ -99,23 +100,31 @@ def cmd_flags(request: Request):
 
 
 def scripts(request: Request) -> ScriptsList:
-    """GET /sdapi/v1/scripts: lower-cased titles of the selectable and always-on scripts per tab."""
+    """GET /sdapi/v1/scripts: lower-cased titles of every script of each tab (always-on and selectable), in the
+    runner's order, then the plugins' always-on ones."""
     state = request.app.state.webui
-    return ScriptsList(
-        txt2img=[t.lower() for t in (*SELECTABLE_SCRIPTS["txt2img"], *alwayson_titles(state, "txt2img"))],
-        img2img=[t.lower() for t in (*SELECTABLE_SCRIPTS["img2img"], *alwayson_titles(state, "img2img"))],
-    )
+    return ScriptsList(txt2img=[t.lower() for t in _titles(state, "txt2img")],
+                       img2img=[t.lower() for t in _titles(state, "img2img")])
+
+
+def _titles(state, mode: str) -> list[str]:
+    runner = runner_for(state, mode)
+    plugin_titles = [t for t in alwayson_titles(state, mode) if runner.find(t) is None]
+    return [s.title() for s in runner.scripts] + plugin_titles
 
 
 def script_info(request: Request) -> list[ScriptInfo]:
-    """GET /sdapi/v1/script-info: each script's name, kind and UI arguments, txt2img scripts then img2img ones."""
+    """GET /sdapi/v1/script-info: each script's name, kind and positional arguments (label, default, limits,
+    choices), txt2img scripts then img2img ones."""
     state = request.app.state.webui
     out = []
     for tab in ("txt2img", "img2img"):
-        always_on = alwayson_titles(state, tab)
-        for title in (*SELECTABLE_SCRIPTS[tab], *always_on):
-            out.append(ScriptInfo(name=title.lower(), is_alwayson=title in always_on, is_img2img=tab == "img2img",
-                                  args=[]))
+        runner = runner_for(state, tab)
+        for title in _titles(state, tab):
+            script = runner.find(title)
+            args = [ScriptArg(**a.api_info()) for a in runner.inputs[script.args_from:script.args_to]] if script else []
+            out.append(ScriptInfo(name=title.lower(), is_alwayson=script.alwayson if script else True,
+                                  is_img2img=tab == "img2img", args=args))
     return out
 
 

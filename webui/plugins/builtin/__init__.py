@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 
-def register_builtin_plugins(plugins, config, settings, plan) -> None:
-    """Register every built-in plugin on ``plugins`` (a PluginManager); called by ``build_state``."""
+def register_builtin_plugins(plugins, config, settings, plan) -> tuple:
+    """Register every built-in plugin on ``plugins`` (a PluginManager); called by ``build_state``. Returns the
+    script runners of txt2img and img2img (A1111's scripts_txt2img / scripts_img2img), whose always-on scripts are
+    called through the hooks by the "scripts" plugin."""
     from webui.plugins.builtin.controlnet import NAME, ControlNetPlugin
+    from webui.plugins.builtin.scripts import builtin_script_classes
+    from webui.plugins.scripts import AlwaysOnScripts, ScriptRunner
 
+    txt2img = ScriptRunner([cls() for cls in builtin_script_classes()], is_img2img=False)
+    img2img = ScriptRunner([cls() for cls in builtin_script_classes()], is_img2img=True)
+    plugins.register(AlwaysOnScripts(txt2img, img2img), "scripts")
     plugins.register(ControlNetPlugin.from_config(config, settings, plan), NAME)
+    return txt2img, img2img
