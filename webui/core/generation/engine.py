@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from webui.core.generation import extra_networks, hires, img2img, outputs, processed, refiner, sampling
 from webui.core.generation import noise as noise_mod
+from webui.core.generation import tiling
 from webui.core.generation.context import GenerationContext, GenerationError, known_overrides, validate_request
 from webui.core.models.cache import ModelManager
 from webui.core.models.loader import ModelComponents
@@ -129,6 +130,8 @@ class Engine:
         with ExitStack() as request_scope:
             # 6. VAE for this request (option sd_vae, possibly overridden), swapped in and restored afterwards.
             p.vae_info = self._use_vae(request_scope, p.sd_model, p.opts)
+            # A1111 apply_circular(p.tiling): circular padding in the model's (and that VAE's) convolutions.
+            request_scope.enter_context(tiling.circular_padding(p))
             request_scope.callback(p.batches.close)
             for it in range(request.n_iter):
                 if p.interrupted():

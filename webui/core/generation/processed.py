@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from webui.core.generation import tiling
 from webui.core.generation.context import A1111_VERSION
 from webui.core.io import infotext as infotext_mod
 
@@ -41,7 +42,7 @@ def create_infotext(p, index: int, comp=None) -> str:
         "Clip skip": None if clip_skip <= 1 else clip_skip,
         "ENSD": opts.get("eta_noise_seed_delta") if plan.uses_ensd else None,
         "RNG": opts.get("randn_source") if opts.get("randn_source") != "GPU" else None,
-        "Tiling": None,
+        "Tiling": tiling.infotext_value(p),
     }
     params = infotext_mod.ordered_params(
         core, p.extra_generation_params, version=A1111_VERSION if opts.get("add_version_to_infotext") else None

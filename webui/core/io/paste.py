@@ -178,6 +178,7 @@ INFOTEXT_SETTINGS: dict[str, str] = {
     "UniPC lower order final": "uni_pc_lower_order_final", "Token merging ratio": "token_merging_ratio",
     "Token merging ratio hr": "token_merging_ratio_hr", "Beta schedule alpha": "beta_dist_alpha",
     "Beta schedule beta": "beta_dist_beta", "Refiner switch by sampling steps": "refiner_switch_by_sample_steps",
+    "Tiling": "tiling",
 }
 
 
