@@ -283,3 +283,29 @@ def test_inpaint_infotext_and_blank_mask(state):
     # a blank mask: A1111 runs plain img2img and says so
     blank = _img2img(state, init, inpaint=InpaintOptions(mask=_png(Image.new("L", (64, 48), 0))))
     assert blank.images[0].size == (64, 48) and blank.info["comments"]
+
+
+def test_init_image_is_encoded_with_the_requests_vae(state, monkeypatch):
+    """A1111 loads the selected VAE (and sets tiling) before processing: the init image's encode already uses the
+    request's sd_vae, not the checkpoint's own VAE; afterwards the checkpoint's VAE is back."""
+    from tests.fixtures import embeddings as fx
+    from webui.core.generation import img2img
+
+    vae, cfg = fx.tiny_vae(seed=5)
+    os.makedirs(state.config.vae_models_dir, exist_ok=True)
+    fx.write_vae_file(os.path.join(state.config.vae_models_dir, "ext.safetensors"), vae, cfg)
+    state.vae_registry.refresh()
+    comp = state.engine.load(state.registry.resolve("tiny-sd15.safetensors"))
+    own = comp.vae
+    seen = []
+    real = img2img.prepare_img2img
+
+    def spy(p):
+        seen.append(p.sd_model.vae)
+        return real(p)
+
+    monkeypatch.setattr(img2img, "prepare_img2img", spy)
+    res = _gen(state, mode="img2img", init_images=(_png(_init_image()),), denoising_strength=0.5,
+               override_settings={"sd_vae": "ext.safetensors"})
+    assert seen and seen[0] is not own and "VAE: ext" in res.infotexts[0]
+    assert comp.vae is own

@@ -281,6 +281,8 @@ def run_generation(engine, runner: ScriptRunner, request, progress=None):
     tabs put their controls in the request's own fields."""
     from webui.core.generation.processing import Processing, process_images
 
+    if runner is None:
+        return engine.generate(request, progress)
     script_args = tuple(request.extension_args.get("script_args") or ())
     selected = runner.selected(script_args)
     setups = [s for s in runner.alwayson_scripts if not s.setup_for_ui_only and type(s).setup is not Script.setup]

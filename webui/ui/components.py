@@ -18,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from webui.core.io.files import output_dir, under_data_dir
+from webui.plugins.scripts import run_generation
 from webui.ui import common
 
 log = logging.getLogger(__name__)
@@ -304,10 +305,61 @@ def connect_reuse_seed(seed, reuse, output: OutputPanel, *, is_subseed: bool) ->
     reuse.click(reuse_fn, [output.generation_info, output.selected_index], seed, show_progress="hidden", queue=False)
 
 
-def script_dropdown(form: common.Form, tab: str):
-    """A1111's Script dropdown: only "None" until scripts exist (the API lists no selectable script either)."""
-    form.add("script", gr.Dropdown(label="Script", choices=["None"], value="None", elem_id=f"{tab}_script",
-                                   interactive=True))
+def script_controls(form: common.Form, tab: str, runner) -> None:
+    """A1111's Script dropdown ("None" and the tab's selectable scripts) and, under it, each script's controls
+    (built from its ScriptArg list), shown only while that script is selected. Form names: ``script`` and
+    ``script_arg_<position in the job's script_args>``."""
+    titles = [s.title() for s in runner.selectable_scripts] if runner is not None else []
+    dropdown = form.add("script", gr.Dropdown(label="Script", choices=["None", *titles], value="None",
+                                              elem_id=f"{tab}_script", interactive=True))
+    groups = []
+    for script in runner.selectable_scripts if runner is not None else []:
+        with gr.Group(visible=False, elem_id=script.elem_id("group")) as group:
+            for index in range(script.args_from, script.args_to):
+                form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index], f"{script.elem_id('')}{index}"))
+        groups.append(group)
+    if groups:
+        dropdown.change(lambda title: [gr.update(visible=title == t) for t in titles], dropdown, groups,
+                        show_progress="hidden")
+
+
+def script_arg_component(arg, elem_id: str):
+    """The gradio control for one ScriptArg (its kind, label, default, limits and choices)."""
+    common_kw = dict(label=arg.label, value=arg.value, elem_id=elem_id, visible=arg.visible, info=arg.info)
+    kind = arg.kind
+    if kind == "slider":
+        return gr.Slider(minimum=arg.minimum, maximum=arg.maximum, step=arg.step, **common_kw)
+    if kind == "number":
+        return gr.Number(precision=0 if isinstance(arg.value, int) and not isinstance(arg.value, bool) else None,
+                         minimum=arg.minimum, maximum=arg.maximum, **common_kw)
+    if kind == "checkbox":
+        return gr.Checkbox(**common_kw)
+    if kind == "dropdown":
+        return gr.Dropdown(choices=list(arg.choices or []), multiselect=arg.multiselect, type=arg.type,
+                           allow_custom_value=False, **common_kw)
+    if kind == "radio":
+        return gr.Radio(choices=list(arg.choices or []), type=arg.type, **common_kw)
+    if kind == "checkboxgroup":
+        return gr.CheckboxGroup(choices=list(arg.choices or []), type=arg.type, **common_kw)
+    if kind == "image":
+        return gr.Image(type="pil", **{k: v for k, v in common_kw.items() if k != "info"})
+    if kind == "file":
+        return gr.File(type="binary", label=arg.label, elem_id=elem_id, visible=arg.visible)
+    return gr.Textbox(lines=arg.lines, **common_kw)
+
+
+def selected_script_args(values: dict, runner) -> tuple:
+    """The job's positional ``script_args`` from the form: the selected script's controls over the runner's
+    defaults (images as PNG bytes: requests carry no PIL objects)."""
+    title = values.get("script") or "None"
+    if title == "None" or runner.find(title) is None:
+        return runner.script_args(None, [], {})
+    script = runner.find(title)
+    args = []
+    for index in range(script.args_from, script.args_to):
+        value = values.get(f"script_arg_{index}", runner.inputs[index].value)
+        args.append(common.png_bytes(value) if hasattr(value, "save") and hasattr(value, "size") else value)
+    return runner.script_args(title, args, {})
 
 
 def alwayson_scripts_ui(state, form: common.Form, tab: str) -> None:
@@ -316,13 +368,15 @@ def alwayson_scripts_ui(state, form: common.Form, tab: str) -> None:
         state.plugins.call("ui_alwayson", state=state, form=form, tab=tab)
 
 
-def script_args(values: dict, plugins, tab: str) -> dict:
-    """The form's values -> the request's ``extension_args`` ({title: parsed args}), one entry per plugin that
-    has controls on the tab."""
+def script_args(values: dict, plugins, tab: str, runner=None) -> dict:
+    """The form's values -> the request's ``extension_args``: one entry per plugin that has controls on the tab
+    ({title: parsed args}), and the job's positional ``script_args`` when the tab has a script runner."""
     out: dict = {}
     if plugins is not None:
         for parsed in plugins.call("ui_script_args", values=values, tab=tab):
             out.update(parsed)
+    if runner is not None:
+        out["script_args"] = selected_script_args(values, runner)
     return out
 
 
@@ -432,7 +486,7 @@ def _save_images(state, tab: str, gallery_value, index, info_json, *, as_zip: bo
 
 
 def wire_generate(state, tab: str, row: Toprow, form: common.Form, output: OutputPanel,
-                  make_requests: Callable[[dict], list]) -> None:
+                  make_requests: Callable[[dict], list], runner=None) -> None:
     """Generate: ``make_requests(named values)`` builds the request(s) (a tab's ``to_request``; img2img batch makes
     several); each runs as a job on the shared queue while the progress bar and live preview update; then the
     gallery and infotext show the result, or the error as a readable message. The buttons always come back."""
@@ -457,7 +511,8 @@ def wire_generate(state, tab: str, row: Toprow, form: common.Form, output: Outpu
             task_id = common.q.new_task_id(tab)
             request = request.replace(task_id=task_id)
             try:
-                future = common.submit(state, tab, lambda p, r=request: state.engine.generate(r, p), task_id)
+                future = common.submit(state, tab, lambda p, r=request: run_generation(state.engine, runner, r, p),
+                                       task_id)
             except Exception as e:
                 yield finish({output.html_log: common.error_html(e)})
                 return

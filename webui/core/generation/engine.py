@@ -90,49 +90,36 @@ class Engine:
                                                                                 self.registry)))
         p.call_hook("before_process")
 
-        # 1. Models: override_settings > request > stored setting; hires and refiner checkpoints resolved up front
-        #    so that a wrong name fails before any work (A1111 raises on them too, with a 500; we say which name).
-        self._setup_models(p)
-        p.pipe = A1111Pipeline(p.sd_model)
-
-        # 2. Seeds for every image of the job; init images decide the batch size of img2img (A1111 init).
-        p.init = img2img.prepare_img2img(p) if p.is_img2img else None
-        p.batch_size = p.init.batch_size if p.init is not None else request.batch_size
-        p.all_seeds, p.all_subseeds = noise_mod.resolve_seeds(
-            request.seed, request.subseed, request.subseed_strength, p.batch_size * request.n_iter)
-
-        # 3. Sizes: txt2img with hires samples its first pass at the first-pass size.
-        p.hr = hires.hires_plan(p) if request.hires is not None and not p.is_img2img else None
-        p.width, p.height = (p.hr.width, p.hr.height) if p.hr is not None else (request.width, request.height)
-
-        # 4. Prompts (styles, comments, option network tags), clip skip, embeddings.
-        self._setup_prompts(p)
-
-        # 5. Sampler, schedule and the steps actually run (img2img: A1111's denoising-strength rule); the
-        #    infotext entries known up front; face restoration checked; then the plugins' process step.
-        if progress is not None:
-            progress.job_count = request.n_iter * p.passes
-            progress.sampling_steps = request.steps
-        p.job_timestamp = (progress.job_timestamp if progress is not None and progress.job_timestamp != "0"
-                           else _dt.datetime.now().strftime("%Y%m%d%H%M%S"))
-        p.first_pass = sampling.plan_pass(p, p.pipe, p.sd_model, request.sampler_name, request.scheduler,
-                                          request.steps, p.init is not None, request.denoising_strength)
-        p.extra_generation_params.update(p.first_pass.plan.extra_infotext)
-        if p.init is not None:
-            p.extra_generation_params.update(p.init.extra_params)
-            p.comments.extend(p.init.comments)
-        if p.hr is not None:
-            p.extra_generation_params.update(hires.hires_infotext(p))
-        self._setup_face_restoration(p)
-        p.call_hook("process")
-
         images, infotexts, saved = [], [], []
         with ExitStack() as request_scope:
-            # 6. VAE for this request (option sd_vae, possibly overridden), swapped in and restored afterwards.
+            # 1. Models: override_settings > request > stored setting; hires and refiner checkpoints resolved up
+            #    front so that a wrong name fails before any work (A1111 raises on them too, with a 500; we say which
+            #    name). Then this request's VAE (option sd_vae, possibly overridden) and A1111's apply_circular
+            #    (p.tiling), both in effect from the init image's encode on and undone when the request ends.
+            self._setup_models(p)
+            p.pipe = A1111Pipeline(p.sd_model)
             p.vae_info = self._use_vae(request_scope, p.sd_model, p.opts)
-            # A1111 apply_circular(p.tiling): circular padding in the model's (and that VAE's) convolutions.
             request_scope.enter_context(tiling.circular_padding(p))
             request_scope.callback(p.batches.close)
+
+            # 2. Seeds for every image of the job; init images decide the batch size of img2img (A1111 init).
+            p.init = img2img.prepare_img2img(p) if p.is_img2img else None
+            p.batch_size = p.init.batch_size if p.init is not None else request.batch_size
+            p.all_seeds, p.all_subseeds = noise_mod.resolve_seeds(
+                request.seed, request.subseed, request.subseed_strength, p.batch_size * request.n_iter)
+
+            # 3. Sizes: txt2img with hires samples its first pass at the first-pass size.
+            p.hr = hires.hires_plan(p) if request.hires is not None and not p.is_img2img else None
+            p.width, p.height = (p.hr.width, p.hr.height) if p.hr is not None else (request.width, request.height)
+
+            # 4. Prompts (styles, comments, option network tags), clip skip, embeddings.
+            self._setup_prompts(p)
+
+            # 5. Sampler, schedule and the steps actually run (img2img: A1111's denoising-strength rule); the
+            #    infotext entries known up front; face restoration checked; then the plugins' process step.
+            self._setup_sampling(p)
+            p.call_hook("process")
+
             for it in range(request.n_iter):
                 if p.interrupted():
                     break
@@ -140,7 +127,7 @@ class Engine:
                     progress.job_no = it * p.passes
                     progress.skipped = False
                 p.iteration = it
-                # 7-12. One batch: networks, conditioning, noise, sampling, hires, decode, per-image work.
+                # 6-12. One batch: networks, conditioning, noise, sampling, hires, decode, per-image work.
                 batch_images, batch_texts, batch_saved = self._run_batch(p, it)
                 images += batch_images
                 infotexts += batch_texts
@@ -217,6 +204,23 @@ class Engine:
         p.enc_options = EncoderOptions.from_settings(opts, p.clip_skip)
         if self.embeddings is not None:
             self.embeddings.load(p.sd_model)  # rescans only when the folder changed (A1111 does this every generation)
+
+    def _setup_sampling(self, p: GenerationContext) -> None:
+        request, progress = p.request, p.progress
+        if progress is not None:
+            progress.job_count = request.n_iter * p.passes
+            progress.sampling_steps = request.steps
+        p.job_timestamp = (progress.job_timestamp if progress is not None and progress.job_timestamp != "0"
+                           else _dt.datetime.now().strftime("%Y%m%d%H%M%S"))
+        p.first_pass = sampling.plan_pass(p, p.pipe, p.sd_model, request.sampler_name, request.scheduler,
+                                          request.steps, p.init is not None, request.denoising_strength)
+        p.extra_generation_params.update(p.first_pass.plan.extra_infotext)
+        if p.init is not None:
+            p.extra_generation_params.update(p.init.extra_params)
+            p.comments.extend(p.init.comments)
+        if p.hr is not None:
+            p.extra_generation_params.update(hires.hires_infotext(p))
+        self._setup_face_restoration(p)
 
     def _setup_face_restoration(self, p: GenerationContext) -> None:
         request, opts = p.request, p.opts

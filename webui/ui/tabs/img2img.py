@@ -98,7 +98,7 @@ def image_and_mask(values: dict[str, Any]) -> tuple[Any, Any]:
     return fix_image(image), fix_image(mask) if mask is not None else None
 
 
-def to_request(values: dict[str, Any], plugins=None) -> GenerationRequest:
+def to_request(values: dict[str, Any], plugins=None, runner=None) -> GenerationRequest:
     """The img2img request from the tab's values by component name (A1111 ``modules/img2img.img2img``).
 
     ``mode`` is the sub-tab index; with "Resize by" (``selected_scale_tab`` 1) the size is the image's times
@@ -132,7 +132,7 @@ def to_request(values: dict[str, Any], plugins=None) -> GenerationRequest:
         image_cfg_scale=float(values.get("image_cfg_scale", 1.5)),
         inpaint=inpaint,
         refiner=txt2img.refiner_options(values),
-        extension_args=c.script_args(values, plugins, NAME),
+        extension_args=c.script_args(values, plugins, NAME, runner),
     )
 
 
@@ -152,7 +152,7 @@ def batch_files(folder: str) -> list[str]:
     return files
 
 
-def batch_requests(values: dict[str, Any], plugins=None) -> list[GenerationRequest]:
+def batch_requests(values: dict[str, Any], plugins=None, runner=None) -> list[GenerationRequest]:
     """A1111 ``process_batch``: one request per image of the input folder (with the mask of the same name from the
     mask folder, when given); results go to the output folder when one is given."""
     files = batch_files(values.get("batch_input_dir") or "")
@@ -168,17 +168,17 @@ def batch_requests(values: dict[str, Any], plugins=None) -> list[GenerationReque
                      if os.path.splitext(f)[0] == stem] if os.path.isdir(mask_dir) else []
             if masks:
                 one.update(mode=4, init_img_inpaint=path, init_mask_inpaint=masks[0])
-        req = to_request(one, plugins)
+        req = to_request(one, plugins, runner)
         if overrides:
             req = req.replace(override_settings={**req.override_settings, **overrides})
         requests.append(req)
     return requests
 
 
-def make_requests(values: dict[str, Any], plugins=None) -> list[GenerationRequest]:
+def make_requests(values: dict[str, Any], plugins=None, runner=None) -> list[GenerationRequest]:
     if int(values.get("mode") or 0) == 5:
-        return batch_requests(values, plugins)
-    return [to_request(values, plugins)]
+        return batch_requests(values, plugins, runner)
+    return [to_request(values, plugins, runner)]
 
 
 #: The paste button's table: ``webui.core.io.paste`` (shared with the API's ``infotext``).
@@ -281,12 +281,14 @@ def build(state) -> c.TabUi:
                                                      elem_id="img2img_denoising_strength"))
             seed, subseed, reuse_seed, reuse_subseed, _, _ = c.seed_rows(form, NAME)
             c.alwayson_scripts_ui(state, form, NAME)
-            c.script_dropdown(form, NAME)
+            c.script_controls(form, NAME, state.scripts_img2img)
         output = c.output_panel(state, NAME)
     c.connect_token_counters(state, row, steps)
     c.connect_reuse_seed(seed, reuse_seed, output, is_subseed=False)
     c.connect_reuse_seed(subseed, reuse_subseed, output, is_subseed=True)
-    c.wire_generate(state, NAME, row, form, output, lambda values: make_requests(values, state.plugins))
+    c.wire_generate(state, NAME, row, form, output,
+                    lambda values: make_requests(values, state.plugins, state.scripts_img2img),
+                    runner=state.scripts_img2img)
     ui = c.TabUi(name=NAME, form=form, output=output, paste_fields=PASTE_FIELDS, tab_id=NAME, toprow=row)
     ui.image_target = {"img2img": form["init_img"], "inpaint": form["init_img_with_mask"]}
     ui.mode_tabs = mode_tabs

@@ -19,7 +19,7 @@ USE_SAME_SAMPLER = "Use same sampler"
 USE_SAME_SCHEDULER = "Use same scheduler"
 
 
-def to_request(values: dict[str, Any], plugins=None) -> GenerationRequest:
+def to_request(values: dict[str, Any], plugins=None, runner=None) -> GenerationRequest:
     """The txt2img request from the tab's values by component name (A1111 ``modules/txt2img.txt2img_create_processing``).
 
     The UI always saves (option samples_save decides) and keeps the grid; Hires. fix passes its denoising strength
@@ -46,7 +46,7 @@ def to_request(values: dict[str, Any], plugins=None) -> GenerationRequest:
         denoising_strength=float(values.get("denoising_strength", 0.7)) if enable_hr else None,
         hires=hires,
         refiner=refiner_options(values),
-        extension_args=c.script_args(values, plugins, NAME),
+        extension_args=c.script_args(values, plugins, NAME, runner),
     )
 
 
@@ -147,13 +147,15 @@ def build(state) -> c.TabUi:
             c.cfg_row(form, NAME)
             seed, subseed, reuse_seed, reuse_subseed, _, _ = c.seed_rows(form, NAME)
             c.alwayson_scripts_ui(state, form, NAME)
-            c.script_dropdown(form, NAME)
+            c.script_controls(form, NAME, state.scripts_txt2img)
         output = c.output_panel(state, NAME)
     del enable_hr
     c.connect_token_counters(state, row, steps)
     c.connect_reuse_seed(seed, reuse_seed, output, is_subseed=False)
     c.connect_reuse_seed(subseed, reuse_subseed, output, is_subseed=True)
-    c.wire_generate(state, NAME, row, form, output, lambda values: [to_request(values, state.plugins)])
+    c.wire_generate(state, NAME, row, form, output,
+                    lambda values: [to_request(values, state.plugins, state.scripts_txt2img)],
+                    runner=state.scripts_txt2img)
     return c.TabUi(name=NAME, form=form, output=output, paste_fields=PASTE_FIELDS, tab_id=NAME, toprow=row)
 
 
