@@ -4,6 +4,7 @@ through them, and a raising hook fails its request (naming the plugin) while the
 from __future__ import annotations
 
 import ast
+import os
 import inspect
 import json
 
@@ -252,3 +253,26 @@ def test_infotext_pasted_hook_reaches_the_api_request(data_dir):
         assert r.status_code == 200, r.text
         info = json.loads(r.json()["info"])
         assert info["steps"] == 2 and info["all_seeds"] == [3]
+
+
+def test_p_carries_a1111_names(state):
+    seen = {}
+
+    class Look:
+        @hookimpl
+        def process(self, p):
+            seen.update(prompt=p.prompt, steps=p.steps, cfg_scale=p.cfg_scale, sampler_name=p.sampler_name,
+                        all_seeds=list(p.all_seeds), all_hr_prompts=p.all_hr_prompts, tiling=p.tiling,
+                        outpath=p.outpath_samples, grids=p.outpath_grids, width=p.width, n_iter=p.n_iter,
+                        script_args=p.script_args, do_not_save_grid=p.do_not_save_grid,
+                        extra=dict(p.extra_generation_params))
+
+    state.plugins.register(Look(), "look")
+    state.engine.generate(_request(seed=7, n_iter=2, width=32, height=32, denoising_strength=0.5,
+                                   hires=HiresOptions(scale=2, upscaler="Latent", prompt="a dog")))
+    assert seen["prompt"] == "a cat" and seen["steps"] == 2 and seen["sampler_name"] == "Euler"
+    assert seen["all_seeds"] == [7, 8] and seen["all_hr_prompts"] == ["a dog", "a dog"] and seen["width"] == 32
+    assert seen["tiling"] is False and seen["n_iter"] == 2 and seen["script_args"] == ()
+    assert seen["outpath"].endswith(os.path.join("outputs", "txt2img-images"))
+    assert seen["grids"].endswith(os.path.join("outputs", "txt2img-grids"))
+    assert seen["extra"]["Hires upscaler"] == "Latent"

@@ -83,6 +83,39 @@ class GenerationContext:
         return self.request.n_iter
 
     @property
+    def script_args(self) -> tuple:
+        """The job's positional script args (A1111 p.script_args); always-on scripts read their slice."""
+        return tuple(self.request.extension_args.get("script_args") or ())
+
+    @property
+    def all_hr_prompts(self) -> list[str]:
+        return [self.hr_prompt] * len(self.all_prompts) if self.hr is not None else []
+
+    @property
+    def all_hr_negative_prompts(self) -> list[str]:
+        return [self.hr_negative_prompt] * len(self.all_negative_prompts) if self.hr is not None else []
+
+    @property
+    def tiling(self) -> bool:
+        """The effective tiling (request field, else option tiling), as A1111 fills p.tiling before scripts run."""
+        from webui.core.generation import tiling
+
+        return tiling.enabled(self)
+
+    @property
+    def outpath_samples(self) -> str:
+        from webui.core.io.files import output_dir
+
+        return output_dir(self.opts.get, "img2img" if self.is_img2img else "txt2img", self.services.paths.data_dir)
+
+    @property
+    def outpath_grids(self) -> str:
+        from webui.core.io.files import output_dir
+
+        return output_dir(self.opts.get, "img2img" if self.is_img2img else "txt2img", self.services.paths.data_dir,
+                          grid=True)
+
+    @property
     def is_img2img(self) -> bool:
         return self.request.mode != "txt2img"
 
