@@ -98,7 +98,7 @@ def mount_ui(app: FastAPI, state: AppState, *, users: dict[str, str]) -> None:
     its file routes and its queue; the /sdapi API keeps its own --api-auth."""
     import gradio as gr
 
-    from webui.ui.blocks import CSS, build_ui
+    from webui.ui.blocks import CSS, build_ui, page_head
 
     demo = build_ui(state)
     demo.queue(default_concurrency_limit=None)
@@ -112,6 +112,7 @@ def mount_ui(app: FastAPI, state: AppState, *, users: dict[str, str]) -> None:
         run_history=False,
         footer_links=["api", "settings"],
         css=CSS,
+        head=page_head(),
         server_name=state.config.server_host,
         server_port=state.config.effective_port,
     )

@@ -356,3 +356,29 @@ def test_gradio_auth_login(browser, models_root, tmp_path):
         finally:
             context.close()
 
+
+
+def test_generate_forever_from_the_context_menu(page, ui_server):
+    """Right-click on Generate: "Generate forever" keeps generating until "Cancel generate forever" (A1111's menu)."""
+    _, _, data = ui_server
+    folder = data / "outputs" / "txt2img-images"
+
+    def count() -> int:
+        return len(list(folder.rglob("*.png"))) if folder.exists() else 0
+
+    before = count()
+    small_job(page, "txt2img", steps=1, seed=-1)
+    page.click("#txt2img_generate", button="right")
+    page.locator("#context-menu").get_by_text("Generate forever", exact=True).click()
+    deadline = time.time() + 150
+    while count() < before + 3 and time.time() < deadline:
+        time.sleep(0.5)
+    assert count() >= before + 3, "Generate forever made fewer than three images"
+    page.click("#txt2img_generate", button="right")
+    page.locator("#context-menu").get_by_text("Cancel generate forever", exact=True).click()
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=90_000)
+    time.sleep(0.5)
+    settled = count()
+    time.sleep(3)
+    assert count() == settled, "generation went on after Cancel generate forever"
+    assert not page.errors, page.errors

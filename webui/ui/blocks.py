@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 DEFAULT_QUICKSETTINGS = ("sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers")
 
 CSS = """
+.webui-context-menu { position: absolute; z-index: 10000; background: #fff; border: 1px solid #888; border-radius: 6px;
+  box-shadow: 0 2px 8px rgba(0,0,0,.25); }
+.webui-context-menu ul { list-style: none; margin: 0; padding: 4px 0; }
+.webui-context-menu li { padding: 4px 14px; cursor: pointer; color: #222; }
+.webui-context-menu li:hover { background: #def; }
 .webui-error { border: 1px solid #d33; background: #fee; color: #900; padding: 0.5em 1em; border-radius: 6px; }
 .webui-error h3 { margin: 0 0 0.3em 0; color: #900; }
 .webui-notice { border: 1px solid #cc8; background: #ffd; color: #553; padding: 0.4em 1em; border-radius: 6px; }
@@ -267,3 +272,16 @@ def _plugin_tabs(state) -> list:
     if state.plugins is None:
         return []
     return [tab for tabs in state.plugins.call("on_ui_tabs", state=state) for tab in tabs]
+
+
+def page_head() -> str:
+    """The page's own scripts (webui/ui/javascript/*.js, A1111's javascript/ folder), inlined into <head>."""
+    import os
+
+    folder = os.path.join(os.path.dirname(__file__), "javascript")
+    scripts = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".js"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                scripts.append(f"<script>\n{f.read()}\n</script>")
+    return "\n".join(scripts)
