@@ -47,6 +47,7 @@ class Processing:
         self.do_not_save_grid = request.do_not_save_grid
         self.script_args: tuple = ()
         self.extra_generation_params: dict[str, Any] = {}
+        self._engine_extra_keys: set[str] = set()  # the entries process_images got back from the engine itself
         self.comments: list[str] = []
         self.task_id = request.task_id
         # hires fix
@@ -147,11 +148,17 @@ class Processing:
                 inpaint_full_res_padding=int(self.inpaint_full_res_padding),
                 inpainting_mask_invert=int(self.inpainting_mask_invert),
             )
+        extension_args = dict(self.extension_args)
+        script_extras = {k: v for k, v in self.extra_generation_params.items() if k not in self._engine_extra_keys}
+        if script_extras:
+            # what the script put in p.extra_generation_params: the "scripts" plugin's process hook adds it to the
+            # job's infotext entries (A1111 keeps p.extra_generation_params across process_images calls)
+            extension_args["extra_generation_params"] = script_extras
         return self._request.replace(
             **changes,
             styles=tuple(self.styles),
             override_settings=dict(self.override_settings),
-            extension_args=dict(self.extension_args),
+            extension_args=extension_args,
             save_images=not self.do_not_save_samples,
             do_not_save_grid=bool(self.do_not_save_grid),
             hires=hires,
@@ -228,11 +235,14 @@ class Processed:
 
 def process_images(p: Processing) -> Processed:
     """A1111 ``process_images(p)``: run ``p`` through the one generation path and record what it made on ``p``."""
-    result = p.engine.generate(p.to_request(), p.progress)
+    request = p.to_request()
+    sent = dict(request.extension_args.get("extra_generation_params") or {})
+    result = p.engine.generate(request, p.progress)
     info = result.info
     p.all_prompts, p.all_negative_prompts = list(info["all_prompts"]), list(info["all_negative_prompts"])
     p.all_seeds, p.all_subseeds = list(result.seeds), list(result.subseeds)
     p.extra_generation_params = dict(info.get("extra_generation_params", {}))
+    p._engine_extra_keys = set(p.extra_generation_params) - set(sent)
     return Processed.from_result(p, result)
 
 

@@ -547,6 +547,7 @@ def save_grid(
     samples_filename_pattern: str = "",
     add_number: bool = True,
     context: FilenameContext | None = None,
+    basename: str = "grid",
     **kw: Any,
 ) -> str:
     """Save a batch grid as A1111's processing does: ``images.save_image(grid, outpath_grids, "grid",
@@ -557,8 +558,10 @@ def save_grid(
     ``fmt`` option grid_format. The folder follows ``grid_save_to_dirs`` (``[date]`` sub-folder by default); the
     name is ``grid-NNNN.png``, and with ``grid_extended_filename`` ``grid-NNNN-<samples pattern>``, whose default
     depends on option ``save_to_dirs`` as for single images (A1111 reads that option there, not grid_save_to_dirs).
+    ``basename`` is the name's prefix: scripts save theirs as ``xyz_grid-NNNN`` / ``prompt_matrix-NNNN``; their
+    ``short_filename=False`` is ``grid_extended_filename=True`` here.
     """
-    fmt, ctx = _prepare(grid, fmt, seed, prompt, "grid", date, context)
+    fmt, ctx = _prepare(grid, fmt, seed, prompt, basename, date, context)
     path = _folder(outdir, grid_save_to_dirs, directories_filename_pattern, ctx)
     if not grid_extended_filename or seed is None:
         decoration = ""
@@ -566,7 +569,7 @@ def save_grid(
         decoration = samples_filename_pattern or "[seed]"
     else:
         decoration = samples_filename_pattern or "[seed]-[prompt_spaces]"
-    return _save_numbered(grid, path, fmt, infotext, ctx, basename="grid", decoration=decoration,
+    return _save_numbered(grid, path, fmt, infotext, ctx, basename=basename, decoration=decoration,
                           add_number=add_number, **kw)
 
 

@@ -14,5 +14,8 @@ def register_builtin_plugins(plugins, config, settings, plan) -> tuple:
     txt2img = ScriptRunner([cls() for cls in builtin_script_classes()], is_img2img=False)
     img2img = ScriptRunner([cls() for cls in builtin_script_classes()], is_img2img=True)
     plugins.register(AlwaysOnScripts(txt2img, img2img), "scripts")
+    from webui.plugins.builtin.scripts.common import ScriptExtraParams
+
+    plugins.register(ScriptExtraParams(), "script_extra_params")
     plugins.register(ControlNetPlugin.from_config(config, settings, plan), NAME)
     return txt2img, img2img
