@@ -18,6 +18,12 @@ def builtin_script_classes() -> list[type]:
     from webui.plugins.builtin.scripts.sd_upscale import ScriptSDUpscale
 
     classes += [ScriptLoopback, ScriptOutpaintingMk2, ScriptPoorMansOutpainting]
+    from webui.plugins.builtin.scripts.prompt_matrix import ScriptPromptMatrix
+
+    classes += [ScriptPromptMatrix]
     classes += [ScriptPromptsFromFile]
     classes += [ScriptSDUpscale]
+    from webui.plugins.builtin.scripts.xyz_grid import ScriptXYZGrid
+
+    classes += [ScriptXYZGrid]
     return classes
