@@ -118,6 +118,9 @@ class ScriptPromptMatrix(Script):
                               infotexts=infotexts, comments=first.comments, base_info=first.base_info)
         processed.extra_generation_params = dict(first.extra_generation_params)
 
+        if len(images) != len(all_prompts):  # interrupted: the images made so far, no matrix to draw
+            return processed
+
         grid = image_grid(processed.images, p.batch_size, rows=1 << ((len(prompt_matrix_parts) - 1) // 2))
         grid = draw_prompt_matrix(grid, processed.images[0].width, processed.images[0].height, prompt_matrix_parts,
                                   margin_size, get_option=p.opts.get)
