@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from webui.api.errors import install_error_handlers
 from webui.api.handlers.generation import TASK_ID_HEADER
@@ -54,6 +54,12 @@ def build_app(config: Config, state: AppState | None = None) -> FastAPI:
         if config.api_log and request.url.path.startswith("/sdapi"):
             log.info("API %s %s %s %.3fs", response.status_code, request.method, request.url.path,
                      time.perf_counter() - started)
+        if response.status_code == 401 and ui_users and request.url.path.rstrip("/").endswith("/config") \
+                and not request.url.path.startswith(("/sdapi/", "/internal/")):
+            # A1111's gradio answers an unauthenticated GET /config with {"detail": "Not authenticated"}; gradio 6
+            # nests an object there (error + auth_message), which clients that probe the UI do not expect
+            return JSONResponse({"detail": "Not authenticated"}, status_code=401,
+                                headers={"X-Process-Time": response.headers["X-Process-Time"]})
         return response
 
     origins = [o for o in (config.cors_allow_origins or "").split(",") if o]

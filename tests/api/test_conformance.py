@@ -217,8 +217,11 @@ def test_open_webui_posts_the_whole_options_body_back(http):
     assert r.status_code == 200 and r.json() is None
     after = http.get("/sdapi/v1/options").json()
     assert after["sd_model_checkpoint"] == _title(http, SD15)
-    assert {k: v for k, v in after.items() if k != "sd_model_checkpoint"} == \
-        {k: v for k, v in opts.items() if k != "sd_model_checkpoint"}
+    # the switch changed the checkpoint and its hash (A1111 load_model sets sd_checkpoint_hash), nothing else
+    switched = ("sd_model_checkpoint", "sd_checkpoint_hash")
+    assert {k: v for k, v in after.items() if k not in switched} == \
+        {k: v for k, v in opts.items() if k not in switched}
+    assert after["sd_checkpoint_hash"] != opts["sd_checkpoint_hash"]
     r = http.post("/sdapi/v1/txt2img", json={"prompt": "owui", "batch_size": 1, **SMALL})
     assert r.status_code == 200 and json.loads(r.json()["info"])["sd_model_name"] == "tiny-sd15"
 

@@ -528,6 +528,10 @@ def limit_problems(body: StableDiffusionTxt2ImgProcessingAPI) -> list[tuple[str,
         value = getattr(body, name)
         if value is not None and value > MAX_SIDE:
             problems.append((name, f"{name} must be at most {MAX_SIDE} pixels (got {value})"))
+    if getattr(body, "enable_hr", False) and body.denoising_strength is None:
+        # A1111 fails with a TypeError (500) here; a missing value is a request validation problem (422)
+        problems.append(("denoising_strength", "denoising_strength is needed with enable_hr: Hires. fix runs its "
+                                               "second pass at that strength, e.g. 0.7"))
     width, height = _or(body.width, 512), _or(body.height, 512)
     batch_size, n_iter, steps = _or(body.batch_size, 1), _or(body.n_iter, 1), _or(body.steps, 50)
     for name, value in (("width", width), ("height", height)):

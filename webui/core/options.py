@@ -207,10 +207,14 @@ def switch_checkpoint(engine: Engine, settings: Settings, name: str | None, *, l
     """
     info = engine.resolve_checkpoint(name)
     if load:
-        title = engine.load(info).info.title
+        info = engine.load(info).info
     else:
         current = engine.current_model()
-        title = current.info.title if current is not None and current.info.filename == info.filename else info.title
-    if settings.set("sd_model_checkpoint", title) and save:
+        info = current.info if current is not None and current.info.filename == info.filename else info
+    changed = settings.set("sd_model_checkpoint", info.title)
+    # A1111 load_model: opts.data["sd_checkpoint_hash"] = checkpoint_info.sha256 (webuiapi's util_get_current_model
+    # matches it against /sd-models' sha256); None when hashing is off (--no-hashing)
+    changed = settings.set("sd_checkpoint_hash", getattr(info, "sha256", None) or "") or changed
+    if changed and save:
         settings.save()
-    return title
+    return info.title

@@ -266,6 +266,11 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("api_useragent", "", "User agent for requests", {"api_restricted": True}),
     )
     + _opts(
+        # A1111's "Hidden options" section (id None): set by the program, listed by GET /options, not on a page
+        "hidden",
+        ("sd_checkpoint_hash", "", "SHA256 hash of the current checkpoint"),
+    )
+    + _opts(
         "training",
         ("unload_models_when_training", False, "Move VAE and CLIP to RAM when training if possible."),
         ("save_training_settings_to_txt", True, "Save textual inversion and hypernet settings to a text file whenever training starts."),

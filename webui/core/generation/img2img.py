@@ -108,7 +108,8 @@ def prepare_img2img(p) -> "Img2ImgInit":
             dist = vae.encode((image_t * 2 - 1).to(vae.device, vae.dtype), return_dict=False)[0]
         image_cond = dist.mode().float()
 
-    extra: dict[str, Any] = dict(first.extra_generation_params)
+    # A1111 img2img init() starts with extra_generation_params["Denoising strength"] (info lists it there too)
+    extra: dict[str, Any] = {"Denoising strength": request.denoising_strength, **first.extra_generation_params}
     multiplier = (float(request.initial_noise_multiplier) if request.initial_noise_multiplier is not None
                   else float(opts.get("initial_noise_multiplier")))
     if multiplier != 1.0:

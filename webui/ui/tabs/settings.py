@@ -40,6 +40,7 @@ SECTION_TITLES = {
     "api": "API",
     "training": "Training",
     "postprocessing": "Postprocessing",
+    "hypertile": "Hypertile",
 }
 
 
@@ -47,6 +48,8 @@ def sections() -> list[tuple[str, list[Option]]]:
     """(section id, its options) in table order."""
     out: dict[str, list[Option]] = {}
     for opt in OPTIONS:
+        if opt.section == "hidden":  # A1111's hidden options (section None) have no page
+            continue
         out.setdefault(opt.section, []).append(opt)
     return list(out.items())
 

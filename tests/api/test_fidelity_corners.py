@@ -1,0 +1,64 @@
+"""Issue 13 item 3: the last API-surface differences from A1111 v1.10.1."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from webui.app import build_app
+from webui.config import parse
+
+
+@pytest.fixture
+def client(data_dir):
+    config = parse(["--nowebui", "--data-dir", str(data_dir), "--skip-load-model-at-start"])
+    with TestClient(build_app(config)) as c:
+        yield c
+
+
+def _b64(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+BODY = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 5, "sampler_name": "Euler"}
+
+
+def test_img2img_info_lists_denoising_strength_in_extra_params(client):
+    r = client.post("/sdapi/v1/img2img", json={**BODY, "init_images": [_b64(Image.new("RGB", (64, 64), "red"))],
+                                               "denoising_strength": 0.4})
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["extra_generation_params"]["Denoising strength"] == 0.4
+    assert info["infotexts"][0].count("Denoising strength: 0.4") == 1  # still once, in its place
+
+
+def test_options_carry_the_checkpoint_hash_webuiapi_matches(client):
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sd15"}).status_code == 200
+    options = client.get("/sdapi/v1/options").json()
+    # webuiapi util_get_current_model: the model whose sha256 equals options.sd_checkpoint_hash
+    models = client.get("/sdapi/v1/sd-models").json()
+    current = [m["title"] for m in models if m["sha256"] == options["sd_checkpoint_hash"]]
+    assert current == [options["sd_model_checkpoint"]] and len(options["sd_checkpoint_hash"]) == 64
+    # the full body posted back (Open WebUI) stays a no-op
+    assert client.post("/sdapi/v1/options", json=options).status_code == 200
+
+
+def test_enable_hr_without_denoising_strength_is_a_422(client):
+    r = client.post("/sdapi/v1/txt2img", json={**BODY, "enable_hr": True})
+    assert r.status_code == 422
+    body = r.json()
+    assert set(body) == {"error", "detail", "body", "errors"} and "denoising_strength" in body["errors"]
+
+
+def test_config_without_login_answers_like_a1111(data_dir):
+    config = parse(["--data-dir", str(data_dir), "--skip-load-model-at-start", "--gradio-auth", "u:p"])
+    with TestClient(build_app(config)) as c:
+        r = c.get("/config")
+        assert r.status_code == 401 and r.json() == {"detail": "Not authenticated"}
