@@ -20,6 +20,7 @@ from pipelines.denoiser import (
     KDenoiser,
     LCMDenoiser,
     LCMSigmas,
+    MaskBlendArgs,
     RefinerSwitch,
     SamplingInterrupted,
     StepConds,
@@ -176,7 +177,12 @@ class A1111Pipeline:
         except SamplingInterrupted:
             samples = last["latent"]
         if mask is not None:
-            samples = samples * nmask + init_latent.to(samples) * mask  # A1111 sample(): blend after sampling too
+            blended = samples * nmask + init_latent.to(samples) * mask  # A1111 sample(): blend after sampling too
+            if cfg_callbacks is not None:  # and its scripts' on_mask_blend (the final blend: no denoiser, no sigma)
+                mba = MaskBlendArgs(samples, nmask, init_latent.to(samples), mask, blended)
+                cfg_callbacks.mask_blend(mba)
+                blended = mba.blended_latent
+            samples = blended
         return samples
 
     @torch.no_grad()

@@ -201,8 +201,8 @@ class CFGDenoiser:
     init_latent: torch.Tensor | None = None
     refiner: "RefinerSwitch | None" = None
     timesteps_mode: bool = False  # DDIM/PLMS/UniPC call the model with timesteps where k samplers pass sigmas
-    # per-step callbacks (A1111's cfg_denoiser / cfg_denoised / cfg_after_cfg script callbacks): an object with
-    # denoiser(params), denoised(params), after_cfg(params); None when nobody listens (nothing is built per step)
+    # per-step callbacks (A1111's cfg_denoiser / cfg_denoised / cfg_after_cfg script callbacks and on_mask_blend): an
+    # object with denoiser(params), denoised(params), after_cfg(params), mask_blend(mba); None when nobody listens
     callbacks: Any = None
     sampling_step: int = 0
     step: int = 0
@@ -315,7 +315,13 @@ class CFGDenoiser:
             denoised = self.combine(x_out, x.shape[0])
         if self.mask is not None:
             # A1111 (mask_before_denoising False): keep the original latent where the mask says so
-            denoised = denoised * self.nmask + self.init_latent * self.mask
+            blended = denoised * self.nmask + self.init_latent * self.mask
+            if self.callbacks is not None:  # A1111 apply_blend: scripts' on_mask_blend may replace the blend
+                mba = MaskBlendArgs(denoised, self.nmask, self.init_latent, self.mask, blended, denoiser=self,
+                                    sigma=sigma)
+                self.callbacks.mask_blend(mba)
+                blended = mba.blended_latent
+            denoised = blended
         if self.callbacks is not None:
             after = AfterCFGCallbackParams(denoised, self.sampling_step, 0)
             self.callbacks.after_cfg(after)
@@ -353,6 +359,25 @@ class AfterCFGCallbackParams:
     x: torch.Tensor
     sampling_step: int
     total_sampling_steps: int
+
+
+@dataclass
+class MaskBlendArgs:
+    """A1111 scripts.MaskBlendArgs: one inpainting latent blend. ``blended_latent`` starts as the hard blend
+    ``current_latent * nmask + init_latent * mask`` and may be replaced; the final blend after sampling has no
+    ``denoiser`` and no ``sigma`` (``is_final_blend``)."""
+
+    current_latent: torch.Tensor
+    nmask: torch.Tensor
+    init_latent: torch.Tensor
+    mask: torch.Tensor
+    blended_latent: torch.Tensor
+    denoiser: Any = None
+    sigma: torch.Tensor | None = None
+
+    @property
+    def is_final_blend(self) -> bool:
+        return self.denoiser is None
 
 
 @dataclass

@@ -53,8 +53,14 @@ def postprocess_image(p, pp):
 
 
 @hookspec
+def post_sample(p, ps):
+    """After sampling (hires included), before decoding; may replace ``ps.samples`` (A1111 Script.post_sample)."""
+
+
+@hookspec
 def postprocess_maskoverlay(p, ppmo):
-    """Each inpainted image after the mask overlay is pasted back (A1111 Script.postprocess_maskoverlay)."""
+    """Each inpainted image before its overlay is pasted back; may replace ``ppmo.mask_for_overlay`` and
+    ``ppmo.overlay_image`` (A1111 Script.postprocess_maskoverlay)."""
 
 
 @hookspec
@@ -93,6 +99,12 @@ def on_cfg_denoised(p, params):
 @hookspec
 def on_cfg_after_cfg(p, params):
     """After the CFG combination; may change ``params.x`` (A1111 cfg_after_cfg_callback)."""
+
+
+@hookspec
+def on_mask_blend(p, mba):
+    """Each inpainting latent blend, per step and the final one (``mba.is_final_blend``); may set
+    ``mba.blended_latent`` (A1111 Script.on_mask_blend)."""
 
 
 # -- files and models ------------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ A script says what it is with ``title()`` and ``show(is_img2img)`` (True: in the
 :class:`ScriptArg` (label, default, limits, choices: what ``/sdapi/v1/script-info`` lists and what the UI builds
 controls from) -- and receives their values positionally: ``run(p, *args)`` for the selected script, ``setup`` /
 ``before_process`` / ``process`` / ``before_process_batch`` / ``process_batch`` / ``postprocess_batch`` /
-``postprocess_batch_list`` / ``postprocess_image`` / ``postprocess_maskoverlay`` / ``postprocess`` / ``before_hr``
-(``p, *args``) for the always-on ones. ``args_from`` / ``args_to`` are the script's slice of the job's
+``postprocess_batch_list`` / ``on_mask_blend`` / ``post_sample`` / ``postprocess_image`` / ``postprocess_maskoverlay``
+/ ``postprocess`` / ``before_hr`` (``p, *args``) for the always-on ones. ``args_from`` / ``args_to`` are the script's slice of the job's
 ``script_args`` (index 0 is the selected script: 0 for None, else 1 + its index among the selectable ones).
 """
 
@@ -112,6 +112,12 @@ class Script:
         pass
 
     def postprocess_image(self, p, pp, *args):
+        pass
+
+    def on_mask_blend(self, p, mba, *args):
+        pass
+
+    def post_sample(self, p, ps, *args):
         pass
 
     def postprocess_maskoverlay(self, p, ppmo, *args):
@@ -259,6 +265,14 @@ class AlwaysOnScripts:
     @hookimpl
     def postprocess_image(self, p, pp):
         self._each(p, "postprocess_image", pp)
+
+    @hookimpl
+    def on_mask_blend(self, p, mba):
+        self._each(p, "on_mask_blend", mba)
+
+    @hookimpl
+    def post_sample(self, p, ps):
+        self._each(p, "post_sample", ps)
 
     @hookimpl
     def postprocess_maskoverlay(self, p, ppmo):

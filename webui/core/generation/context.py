@@ -46,6 +46,7 @@ class GenerationContext:
     vae_info: Any = None  # the resolved external VAE (None: the checkpoint's own)
     # sizes and seeds
     init: Any = None  # img2img.Img2ImgInit for img2img/inpaint
+    mask_round: bool | None = None  # A1111 p.mask_round set by a script before init (None: the request's)
     hr: Any = None  # imageops.HiresTarget for txt2img with hires fix
     width: int = 0  # the first pass's size (A1111's p.width / p.height)
     height: int = 0

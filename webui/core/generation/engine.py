@@ -284,6 +284,12 @@ class Engine:
                 p.progress.job_no = it * p.passes + 1
             latents, sample_comp = hires.hires_pass(p, latents, sample_comp, seeds, subseeds, p.all_prompts[sl])
 
+        # 10b. The plugins' post_sample (A1111 Script.post_sample): the samples before decoding, replaceable.
+        if p.plugins is not None and p.plugins.has("post_sample"):
+            ps = PostSampleArgs(latents)
+            p.call_hook("post_sample", ps=ps)
+            latents = ps.samples
+
         # 11. Decode with the VAE of the model that finished (the refiner's when it took over).
         decoder = pipe if sample_comp is comp else A1111Pipeline(sample_comp)
         batch_images = decoder.decode(latents)
@@ -305,11 +311,12 @@ class Engine:
             p.call_hook("postprocess_image", pp=pp)
             image = pp.image
             if init is not None:
-                image = init.finish(image, j)
-                if init.overlays is not None:
-                    ppmo = PostprocessMaskOverlayArgs(index, image)
-                    p.call_hook("postprocess_maskoverlay", ppmo=ppmo)
-                    image = ppmo.image
+                # A1111: the plugins' postprocess_maskoverlay may replace the overlay (and its mask) before the
+                # color correction and apply_overlay
+                ppmo = PostprocessMaskOverlayArgs(j, init.mask_for_overlay,
+                                                  init.overlays[j] if init.overlays is not None else None)
+                p.call_hook("postprocess_maskoverlay", ppmo=ppmo)
+                image = init.finish(image, j, ppmo.overlay_image)
             text = processed.create_infotext(p, index)
             image.info["parameters"] = text
             images.append(image)
@@ -366,9 +373,17 @@ class PostprocessBatchListArgs:
 
 
 class PostprocessMaskOverlayArgs:
-    """A1111 scripts.PostprocessMaskOverlayArgs: an inpainted image after its overlay, by index in the job."""
+    """A1111 scripts.PostProcessMaskOverlayArgs: the index of the image in its batch, the mask for the overlay and
+    the overlay about to be pasted over it (None for plain img2img), both replaceable."""
 
-    def __init__(self, index, overlay_image):
+    def __init__(self, index, mask_for_overlay, overlay_image):
         self.index = index
+        self.mask_for_overlay = mask_for_overlay
         self.overlay_image = overlay_image
-        self.image = overlay_image
+
+
+class PostSampleArgs:
+    """A1111 scripts.PostSampleArgs: a batch's samples after sampling, before decoding; ``samples`` may be replaced."""
+
+    def __init__(self, samples):
+        self.samples = samples

@@ -35,6 +35,8 @@ def prepare_img2img(p) -> "Img2ImgInit":
         batch_size = len(images)
     width, height = request.width, request.height
     inp = request.inpaint
+    # A1111 p.mask_round: the request's, unless a script changed it before init (soft inpainting turns it off)
+    mask_round = p.mask_round if p.mask_round is not None else (inp.mask_round if inp is not None else True)
     mask = None
     if inp is not None:
         mask = decode_image(inp.mask, "mask")
@@ -47,7 +49,7 @@ def prepare_img2img(p) -> "Img2ImgInit":
             if mask is not None:
                 prep = imageops.prepare_inpaint(
                     img, mask, width=width, height=height, resize_mode=request.resize_mode,
-                    mask_blur_x=inp.mask_blur_x, mask_blur_y=inp.mask_blur_y, mask_round=inp.mask_round,
+                    mask_blur_x=inp.mask_blur_x, mask_blur_y=inp.mask_blur_y, mask_round=mask_round,
                     invert=inp.inpainting_mask_invert, inpaint_full_res=inp.inpaint_full_res,
                     padding=inp.inpaint_full_res_padding, fill_mode=inp.inpainting_fill, background_color=bgcolor,
                 )
@@ -75,7 +77,7 @@ def prepare_img2img(p) -> "Img2ImgInit":
     mask_t = nmask_t = None
     image_mask = first.mask
     if first.latent_mask is not None:
-        mask_t, nmask_t = imageops.latent_masks(first.latent_mask, tuple(latent.shape), inp.mask_round)
+        mask_t, nmask_t = imageops.latent_masks(first.latent_mask, tuple(latent.shape), mask_round)
         if inp.inpainting_fill == 2:
             # latent noise (A1111 draws it from the first seeds' generators)
             seeds, _ = noise_mod.resolve_seeds(request.seed, request.subseed, 0.0, batch_size)
@@ -93,7 +95,7 @@ def prepare_img2img(p) -> "Img2ImgInit":
         source = image_t * 2 - 1
         if image_mask is not None:
             cmask = torch.from_numpy(np.array(image_mask.convert("L")).astype(np.float32) / 255.0)[None, None]
-            if inp.mask_round:
+            if mask_round:
                 cmask = torch.round(cmask)
         else:
             cmask = source.new_ones(1, 1, *source.shape[-2:])
@@ -121,6 +123,7 @@ def prepare_img2img(p) -> "Img2ImgInit":
         nmask=nmask_t, noise_multiplier=multiplier, extra_params=extra, overlays=overlays, paste_to=first.paste_to,
         color_corrections=color_corrections, uses_inpainting_conditioning=uses_inpainting_cond,
         mask_weight=mask_weight, init_images=images, comments=list(first.comments),
+        mask_for_overlay=first.mask_for_overlay,
     )
 
 
@@ -153,15 +156,19 @@ class Img2ImgInit:
     mask_weight: float
     init_images: list
     comments: list = field(default_factory=list)
+    mask_for_overlay: Any = None  # A1111 p.mask_for_overlay (the first init image's)
 
-    def finish(self, image, j: int):
-        """Per output image: color correction, then the inpainting overlay pasted back (A1111 apply_overlay)."""
+    def finish(self, image, j: int, overlay=...):
+        """Per output image: color correction, then the inpainting overlay pasted back (A1111 apply_overlay);
+        ``overlay`` replaces ``overlays[j]`` when given (a plugin's postprocess_maskoverlay)."""
         from webui.core.generation import imageops
 
+        if overlay is ...:
+            overlay = self.overlays[j] if self.overlays is not None else None
         if self.color_corrections:
             image = imageops.apply_color_correction(self.color_corrections[j], image)
-        if self.overlays is not None:
-            image, _ = imageops.apply_overlay(image, self.paste_to, self.overlays[j])
+        if overlay is not None:
+            image, _ = imageops.apply_overlay(image, self.paste_to, overlay)
         return image
 
 

@@ -82,32 +82,46 @@ def on_step(progress):
     return callback
 
 
-class CfgCallbacks:
-    """The denoiser's per-step plugin hooks (A1111 on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg), given to
-    the pipeline only when some plugin implements one of them, so that sampling without plugins pays nothing."""
+CFG_HOOKS = frozenset({"on_cfg_denoiser", "on_cfg_denoised", "on_cfg_after_cfg"})
 
-    def __init__(self, p, total_steps: int):
+
+class CfgCallbacks:
+    """The denoiser's per-step plugin hooks (A1111 on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg, and
+    on_mask_blend for inpainting), given to the pipeline only when some plugin implements one of them, so that
+    sampling without plugins pays nothing; hooks nobody implements are not called."""
+
+    def __init__(self, p, total_steps: int, hooks: frozenset = CFG_HOOKS):
         self.p = p
         self.total_steps = total_steps
+        self.hooks = hooks
+
+    def _call(self, hook: str, params) -> None:
+        if hook in self.hooks:
+            params.total_sampling_steps = self.total_steps
+            self.p.call_hook(hook, params=params)
 
     def denoiser(self, params) -> None:
-        params.total_sampling_steps = self.total_steps
-        self.p.call_hook("on_cfg_denoiser", params=params)
+        self._call("on_cfg_denoiser", params)
 
     def denoised(self, params) -> None:
-        params.total_sampling_steps = self.total_steps
-        self.p.call_hook("on_cfg_denoised", params=params)
+        self._call("on_cfg_denoised", params)
 
     def after_cfg(self, params) -> None:
-        params.total_sampling_steps = self.total_steps
-        self.p.call_hook("on_cfg_after_cfg", params=params)
+        self._call("on_cfg_after_cfg", params)
+
+    def mask_blend(self, mba) -> None:
+        if "on_mask_blend" in self.hooks:
+            self.p.call_hook("on_mask_blend", mba=mba)
 
 
-def cfg_callbacks(p, steps: int) -> CfgCallbacks | None:
+def cfg_callbacks(p, steps: int, masked: bool = False) -> CfgCallbacks | None:
+    """The callbacks of a pass; on_mask_blend counts only for a pass with a latent mask (inpainting)."""
     plugins = p.plugins
-    if plugins is None or not any(plugins.has(h) for h in ("on_cfg_denoiser", "on_cfg_denoised", "on_cfg_after_cfg")):
+    if plugins is None:
         return None
-    return CfgCallbacks(p, steps)
+    wanted = CFG_HOOKS | {"on_mask_blend"} if masked else CFG_HOOKS
+    hooks = frozenset(h for h in wanted if plugins.has(h))
+    return CfgCallbacks(p, steps, hooks) if hooks else None
 
 
 def sample(p, pipe, pass_plan: PassPlan, *, conds, encoder, noise, rng, seeds, init_latent=None, image_cond=None,
@@ -139,5 +153,5 @@ def sample(p, pipe, pass_plan: PassPlan, *, conds, encoder, noise, rng, seeds, i
         nmask=nmask,
         control=control,
         refiner=refiner,
-        cfg_callbacks=cfg_callbacks(p, steps if steps is not None else p.request.steps),
+        cfg_callbacks=cfg_callbacks(p, steps if steps is not None else p.request.steps, mask is not None),
     )

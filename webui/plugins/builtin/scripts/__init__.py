@@ -26,4 +26,7 @@ def builtin_script_classes() -> list[type]:
     from webui.plugins.builtin.scripts.xyz_grid import ScriptXYZGrid
 
     classes += [ScriptXYZGrid]
+    from webui.plugins.builtin.scripts.soft_inpainting import ScriptSoftInpainting  # A1111 extensions-builtin
+
+    classes += [ScriptSoftInpainting]
     return classes
