@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from webui.config import Config, ensure_data_dirs
@@ -36,6 +36,7 @@ class AppState:
     upscalers: Any = None  # webui.core.postprocess.upscalers.UpscalerRegistry
     face_restorers: Any = None  # webui.core.postprocess.face_restore.FaceRestorers
     demo_notice: str | None = None
+    notices: list = field(default_factory=list)  # start-up problems shown on the page (bad checkpoint files, ...)
 
 
 def build_state(config: Config, *, create_demo: bool = True) -> AppState:
@@ -123,12 +124,48 @@ def preload_model(state: AppState) -> None:
     """Load the selected checkpoint on the worker at start-up (A1111 does, unless --skip-load-model-at-start) and
     store its title in ``sd_model_checkpoint``. A failure is logged, not fatal: the server keeps serving."""
 
-    from webui.core.options import switch_checkpoint
-
-    future = state.queue.submit("load-model", lambda p: switch_checkpoint(state.engine, state.settings, None))
+    future = state.queue.submit("load-model", lambda p: load_usable_checkpoint(state))
 
     def done(f):
         if f.exception() is not None:
             log.error("Could not load the checkpoint at start-up: %s", f.exception())
 
     future.add_done_callback(done)
+
+
+def load_usable_checkpoint(state: AppState) -> str:
+    """The selected checkpoint, or -- when it cannot be loaded (unsafe pickle, truncated or corrupt file, unknown
+    architecture) -- the next one that can, else the demo model: a bad file never takes the server hostage. Each
+    failure is logged naming the file and the reason and listed in ``state.notices`` (shown on the page). Runs on
+    the worker."""
+    from webui.core.models.demo_model import ensure_demo_checkpoint
+    from webui.core.models.loader import CheckpointLoadError
+    from webui.core.models.registry import CheckpointNotFound
+    from webui.core.options import switch_checkpoint
+
+    for _ in range(len(state.registry.list()) + 1):
+        try:
+            title = switch_checkpoint(state.engine, state.settings, None)
+            _note_failures(state)
+            return title
+        except CheckpointLoadError:
+            failed = state.engine.models.failed
+            if not failed or all(c.filename in failed for c in state.registry.list()):
+                break
+        except CheckpointNotFound:
+            break
+    _note_failures(state)
+    # nothing usable: the demo model, so that the server still works end to end
+    path = ensure_demo_checkpoint(state.config.checkpoints_dir)
+    state.registry.refresh()
+    state.notices.append(f"No usable checkpoint: using the demo model {os.path.basename(path)} (random weights)")
+    log.warning(state.notices[-1])
+    demo = next(c for c in state.registry.list() if os.path.realpath(c.filename) == os.path.realpath(path))
+    return switch_checkpoint(state.engine, state.settings, demo.title)
+
+
+def _note_failures(state: AppState) -> None:
+    for filename, reason in state.engine.models.failed.items():
+        notice = f"Checkpoint {os.path.basename(filename)} could not be loaded: {reason}"
+        if notice not in state.notices:
+            state.notices.append(notice)

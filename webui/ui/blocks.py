@@ -58,6 +58,8 @@ def build_ui(state) -> gr.Blocks:
         if state.demo_notice:
             gr.HTML(f"<div class='webui-notice'>{common.plaintext_to_html(state.demo_notice)}</div>",
                     elem_id="demo_notice")
+        # start-up problems (a checkpoint that could not be loaded, ...), read on every page load
+        notices = gr.HTML("", elem_id="startup_notices")
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 t2i = txt2img.build(state)
@@ -82,10 +84,10 @@ def build_ui(state) -> gr.Blocks:
         _wire_paste(state, t2i)
         _wire_paste(state, i2i)
         _wire_send(state, tabs, t2i, i2i, ext, png)
-        loads = [*top.load_outputs, *sett.load_outputs]
+        loads = [*top.load_outputs, *sett.load_outputs, notices]
 
         def on_load():
-            return [*top.load_values(), *sett.load_values()]
+            return [*top.load_values(), *sett.load_values(), _notices_html(state)]
 
         demo.load(on_load, None, loads, show_progress="hidden")
     return demo
@@ -285,3 +287,8 @@ def page_head() -> str:
             with open(os.path.join(folder, name), encoding="utf-8") as f:
                 scripts.append(f"<script>\n{f.read()}\n</script>")
     return "\n".join(scripts)
+
+
+def _notices_html(state) -> str:
+    items = getattr(state, "notices", None) or []
+    return "".join(f"<div class='webui-notice'>{common.plaintext_to_html(n)}</div>" for n in items)

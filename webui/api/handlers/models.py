@@ -41,7 +41,12 @@ def schedulers() -> list[SchedulerItem]:
 async def refresh_checkpoints(request: Request) -> None:
     """POST /sdapi/v1/refresh-checkpoints: rescan the checkpoint folders on the worker (A1111 takes the queue lock)."""
     state = _state(request)
-    await asyncio.wrap_future(state.queue.submit("refresh-checkpoints", lambda p: state.registry.refresh()))
+
+    def job(progress):
+        state.registry.refresh()
+        state.engine.models.forget_failures()  # a replaced file gets another chance
+
+    await asyncio.wrap_future(state.queue.submit("refresh-checkpoints", job))
 
 
 async def unload_checkpoint(request: Request) -> EmptyResponse:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from webui.core.models.loader import ModelComponents, load_components
+from webui.core.models.loader import CheckpointLoadError, ModelComponents, load_components
 from webui.core.models.registry import CheckpointNotFound, CheckpointRegistry
 from webui.core.types import CheckpointInfo
 
@@ -65,9 +65,13 @@ class ModelManager:
         self.on_loaded = on_loaded
         self.cache = ModelCache()
         self._lock = threading.RLock()  # model loads from request threads (options) vs the worker
+        # checkpoints that failed to load, by file -> the reason: a request that names no checkpoint is given the
+        # next usable one instead of failing forever on a bad default (cleared by forget_failures on refresh)
+        self.failed: dict[str, str] = {}
 
     def resolve(self, name: str | None) -> CheckpointInfo:
-        """A checkpoint by any of A1111's aliases; None -> the stored setting, else the first file."""
+        """A checkpoint by any of A1111's aliases; None -> the stored setting, else the first file that has not
+        failed to load (a named one is returned even when it failed: loading it again says why)."""
         if name:
             info = self.registry.resolve(name)
             if info is None:
@@ -77,12 +81,18 @@ class ModelManager:
         info = self.registry.resolve(stored) if stored else None
         if info is None:
             info = self.registry.closest(stored) if stored else None
-        if info is None:
-            models = self.registry.list()
-            if not models:
-                raise CheckpointNotFound(stored or "(none)", [])
-            info = models[0]
-        return info
+        models = self.registry.list()
+        if not models:
+            raise CheckpointNotFound(stored or "(none)", [])
+        for candidate in ([info] if info is not None else []) + models:
+            if candidate.filename not in self.failed:
+                return candidate
+        reasons = "; ".join(f"{c.name}: {self.failed[c.filename]}" for c in models)
+        raise CheckpointLoadError(f"no usable checkpoint: {reasons}")
+
+    def forget_failures(self) -> None:
+        """Files may have been replaced (refresh-checkpoints): try the failed ones again."""
+        self.failed.clear()
 
     def named(self, name: str, field_name: str, error: Callable[[str, str], Exception]) -> CheckpointInfo:
         """A checkpoint a request names in a field (hires checkpoint, refiner), hashed so that its short title can
@@ -105,7 +115,13 @@ class ModelManager:
                 return comp
             info = self.registry.ensure_hash(info)
             t0 = time.time()
-            comp = load_components(info, self.plan, self.tokenizer_dir)
+            try:
+                comp = load_components(info, self.plan, self.tokenizer_dir)
+            except CheckpointLoadError as e:
+                self.failed[info.filename] = str(e)
+                log.error("Checkpoint %s could not be loaded: %s", info.filename, e)
+                raise
+            self.failed.pop(info.filename, None)
             log.info("Model %s loaded in %.1fs (%s, %s)", info.title, time.time() - t0, comp.arch, self.plan.description)
             self.cache.put(comp, int(self.settings.get("sd_checkpoints_limit") or 1) + extra_slots)
             if self.on_loaded is not None:
