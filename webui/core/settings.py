@@ -44,6 +44,13 @@ def _opts(section: str, *rows: tuple) -> list[Option]:
 
 SAMPLER_NAMES_NOTE = "see /sdapi/v1/samplers"
 
+# A1111 OptionHTML's value (the text, stripped), which GET /options returns for hypertile_explanation
+HYPERTILE_EXPLANATION = (
+    "<a href='https://github.com/tfernd/HyperTile'>Hypertile</a> optimizes the self-attention layer within U-Net "
+    "and VAE models,\n    resulting in a reduction in computation time ranging from 1 to 4 times. The larger the "
+    "generated image is, the greater the\n    benefit."
+)
+
 OPTIONS: tuple[Option, ...] = tuple(
     _opts(
         "saving-images",
@@ -135,6 +142,22 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("control_net_no_detectmap", False, "Do not append detectmap to output"),
         ("control_net_detectmap_autosaving", False, "Allow detectmap auto saving"),
         ("control_net_allow_script_control", False, "Allow other script to control this extension"),
+    )
+    + _opts(
+        # A1111's built-in extension Hypertile (extensions-builtin/hypertile, scripts/hypertile_script.py)
+        "hypertile",
+        ("hypertile_explanation", HYPERTILE_EXPLANATION, "Hypertile optimizes the self-attention layer within U-Net "
+         "and VAE models, resulting in a reduction in computation time ranging from 1 to 4 times. The larger the "
+         "generated image is, the greater the benefit.", {"display_only": True}),
+        ("hypertile_enable_unet", False, "Enable Hypertile U-Net"),
+        ("hypertile_enable_unet_secondpass", False, "Enable Hypertile U-Net for hires fix second pass"),
+        ("hypertile_max_depth_unet", 3, "Hypertile U-Net max depth", {"minimum": 0, "maximum": 3, "step": 1}),
+        ("hypertile_max_tile_unet", 256, "Hypertile U-Net max tile size", {"minimum": 0, "maximum": 512, "step": 16}),
+        ("hypertile_swap_size_unet", 3, "Hypertile U-Net swap size", {"minimum": 0, "maximum": 64, "step": 1}),
+        ("hypertile_enable_vae", False, "Enable Hypertile VAE"),
+        ("hypertile_max_depth_vae", 3, "Hypertile VAE max depth", {"minimum": 0, "maximum": 3, "step": 1}),
+        ("hypertile_max_tile_vae", 128, "Hypertile VAE max tile size", {"minimum": 0, "maximum": 512, "step": 16}),
+        ("hypertile_swap_size_vae", 3, "Hypertile VAE swap size ", {"minimum": 0, "maximum": 64, "step": 1}),
     )
     + _opts(
         "vae",

@@ -103,8 +103,18 @@ def scripts(request: Request) -> ScriptsList:
     """GET /sdapi/v1/scripts: lower-cased titles of every script of each tab (always-on and selectable), in the
     runner's order, then the plugins' always-on ones."""
     state = request.app.state.webui
-    return ScriptsList(txt2img=[t.lower() for t in _titles(state, "txt2img")],
-                       img2img=[t.lower() for t in _titles(state, "img2img")])
+    return ScriptsList(txt2img=[_api_name(state, "txt2img", t) for t in _titles(state, "txt2img")],
+                       img2img=[_api_name(state, "img2img", t) for t in _titles(state, "img2img")])
+
+
+def _api_name(state, mode: str, title: str) -> str:
+    """A1111's ``script.name``: the lower-cased title, except for a script without controls (``ui()`` None), which
+    keeps its class's ``name`` (A1111's create_script_ui_inner returns before lower-casing it), e.g. "Hypertile"."""
+    runner = runner_for(state, mode)
+    script = runner.find(title)
+    if script is not None and getattr(script, "name", None) and script.ui(runner.is_img2img) is None:
+        return script.name
+    return title.lower()
 
 
 def _titles(state, mode: str) -> list[str]:
@@ -123,7 +133,7 @@ def script_info(request: Request) -> list[ScriptInfo]:
         for title in _titles(state, tab):
             script = runner.find(title)
             args = [ScriptArg(**a.api_info()) for a in runner.inputs[script.args_from:script.args_to]] if script else []
-            out.append(ScriptInfo(name=title.lower(), is_alwayson=script.alwayson if script else True,
+            out.append(ScriptInfo(name=_api_name(state, tab, title), is_alwayson=script.alwayson if script else True,
                                   is_img2img=tab == "img2img", args=args))
     return out
 

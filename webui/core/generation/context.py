@@ -69,6 +69,9 @@ class GenerationContext:
     # plugin contributions: UNet hooks for both passes (ControlNet); per-plugin state of this request by plugin name
     unet_hooks: list = field(default_factory=list)
     plugin_data: dict[str, Any] = field(default_factory=dict)
+    # the request's scope (set by Engine.generate before the process hook): a plugin enters a per-request change
+    # here (scope.enter_context(cm)) and it is undone when the request ends, also on error (house rule 3)
+    scope: ExitStack | None = None
     # per-batch state: the active extra networks, prompt encoders, conditioning caches
     batches: "BatchState" = field(default_factory=lambda: BatchState())
     iteration: int = 0

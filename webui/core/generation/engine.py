@@ -92,6 +92,7 @@ class Engine:
 
         images, infotexts, saved = [], [], []
         with ExitStack() as request_scope:
+            p.scope = request_scope
             # 1. Models: override_settings > request > stored setting; hires and refiner checkpoints resolved up
             #    front so that a wrong name fails before any work (A1111 raises on them too, with a 500; we say which
             #    name). Then this request's VAE (option sd_vae, possibly overridden) and A1111's apply_circular

@@ -179,6 +179,12 @@ INFOTEXT_SETTINGS: dict[str, str] = {
     "Token merging ratio hr": "token_merging_ratio_hr", "Beta schedule alpha": "beta_dist_alpha",
     "Beta schedule beta": "beta_dist_beta", "Refiner switch by sampling steps": "refiner_switch_by_sample_steps",
     "Tiling": "tiling",
+    # the Hypertile options' infotext names (A1111 OptionInfo(..., infotext=...))
+    "Hypertile U-Net": "hypertile_enable_unet", "Hypertile U-Net second pass": "hypertile_enable_unet_secondpass",
+    "Hypertile U-Net max depth": "hypertile_max_depth_unet", "Hypertile U-Net max tile size": "hypertile_max_tile_unet",
+    "Hypertile U-Net swap size": "hypertile_swap_size_unet", "Hypertile VAE": "hypertile_enable_vae",
+    "Hypertile VAE max depth": "hypertile_max_depth_vae", "Hypertile VAE max tile size": "hypertile_max_tile_vae",
+    "Hypertile VAE swap size": "hypertile_swap_size_vae",
 }
 
 

@@ -41,6 +41,7 @@ SECTION_TITLES = {
     "training": "Training",
     "postprocessing": "Postprocessing",
     "hypertile": "Hypertile",
+    "hypertile": "Hypertile",
 }
 
 

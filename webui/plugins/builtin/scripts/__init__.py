@@ -29,4 +29,8 @@ def builtin_script_classes() -> list[type]:
     from webui.plugins.builtin.scripts.soft_inpainting import ScriptSoftInpainting  # A1111 extensions-builtin
 
     classes += [ScriptSoftInpainting]
+    # A1111's built-in extension hypertile (always on, no args)
+    from webui.plugins.builtin.scripts.hypertile import ScriptHypertile
+
+    classes += [ScriptHypertile]
     return classes
