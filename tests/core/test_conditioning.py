@@ -218,3 +218,32 @@ def test_pad_cond_uncond_options(sd1):
     seen.clear()
     CFGDenoiser(inner, conds, cfg_scale=7.0, pad_cond_uncond_v0=True)(torch.zeros(1, 4, 8, 8), torch.ones(1))
     assert len(seen) == 1 and torch.equal(seen[0][1:, 77:], dog[:, -1:].repeat(1, 77, 1))
+
+
+def test_original_emphasis_under_fp16_is_a1111s_float32_arithmetic():
+    """A1111 sd_emphasis.EmphasisOriginal on an fp16 encoder output: multipliers from torch.asarray of Python floats
+    (float32), so z is promoted to float32; the original mean in fp16, the new one in float32. The prompt of issue
+    13 item 1, "(cat:1.3), [dog]": weights 1.3 on "cat" and 1/1.1 on "dog" after the BOS token."""
+    from webui.core.generation.conditioning import PromptChunk, TextEncoderRunner
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 77, 8, generator=gen).half()
+    mults = [1.0] * 77
+    mults[1], mults[3] = 1.3, 1 / 1.1
+    batch = [PromptChunk([0] * 77, list(mults)), PromptChunk([0] * 77, [1.0] * 77)]
+    runner = TextEncoderRunner.__new__(TextEncoderRunner)
+    runner.options = EncoderOptions(emphasis="Original")
+    out = runner._emphasis(z, batch)
+
+    # A1111, line by line
+    a1111_mults = torch.asarray([mults, [1.0] * 77])
+    original_mean = z.mean()
+    expected = z * a1111_mults.reshape(a1111_mults.shape + (1,)).expand(z.shape)
+    expected = expected * (original_mean / expected.mean())
+    assert expected.dtype == torch.float32 and out.dtype == torch.float32
+    assert torch.equal(out, expected)
+    # what the old fp16 arithmetic gave is measurably different
+    half_mults = torch.asarray([mults, [1.0] * 77], dtype=torch.float16)
+    old = z * half_mults[..., None]
+    old = old * (original_mean / old.mean())
+    assert not torch.equal(old.float(), expected)

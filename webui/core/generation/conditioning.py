@@ -238,7 +238,11 @@ class TextEncoderRunner:
         if mode in ("None", "Ignore") or all(m == 1.0 for ch in batch for m in ch.multipliers):
             # with every weight 1 the multiplication is the identity (and "Original" would be 0/0 on a zero mean)
             return z
-        mults = torch.asarray([ch.multipliers for ch in batch], device=z.device, dtype=z.dtype)
+        # A1111 makes the multipliers with torch.asarray of Python floats: float32, whatever the encoder's dtype, so
+        # under fp16 the product is promoted to float32 (and the UNet call casts it back); the original mean is taken
+        # in the encoder's dtype, the new one in float32. Multipliers in fp16 (1.3 -> 1.2998) and an fp16 ratio moved
+        # every emphasised prompt away from A1111's pixels on GPUs.
+        mults = torch.asarray([ch.multipliers for ch in batch], device=z.device, dtype=torch.float32)
         if mode == "No norm":
             return z * mults.reshape(mults.shape + (1,)).expand(z.shape)
         original_mean = z.mean()
