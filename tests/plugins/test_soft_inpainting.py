@@ -77,13 +77,14 @@ def test_argument_list_is_a1111s():
     args = [(a.label, a.value, a.minimum, a.maximum, a.step) for a in script.ui(True)]
     assert args == [
         ("Soft inpainting", False, None, None, None),
-        ("Schedule bias", 1.0, 0, 8, 0.1),
+        ("Schedule bias", 1, 0, 8, 0.1),
         ("Preservation strength", 0.5, 0, 8, 0.05),
-        ("Transition contrast boost", 4.0, 1, 32, 0.5),
-        ("Mask influence", 0.0, 0, 1, 0.05),
+        ("Transition contrast boost", 4, 1, 32, 0.5),
+        ("Mask influence", 0, 0, 1, 0.05),
         ("Difference threshold", 0.5, 0, 8, 0.25),
-        ("Difference contrast", 2.0, 0, 8, 0.25),
+        ("Difference contrast", 2, 0, 8, 0.25),
     ]
+    assert [type(a.value) for a in script.ui(True)] == [bool, int, float, int, int, float, int]  # A1111's default
     assert script.paste_field_names == [
         "Soft inpainting enabled", "Soft inpainting schedule bias", "Soft inpainting preservation strength",
         "Soft inpainting transition contrast boost", "Soft inpainting mask influence",
@@ -205,6 +206,11 @@ def test_api_accepts_the_alwayson_entry_and_lists_it(data_dir):
         r = client.post("/sdapi/v1/img2img", json=body)
         assert r.status_code == 200, r.text
         assert "Soft inpainting enabled: True" in r.json()["info"]
+        r = client.post("/sdapi/v1/img2img", json={**body, "alwayson_scripts": {"soft inpainting": {"args": [True]}}})
+        assert r.status_code == 200, r.text
+        assert ("Soft inpainting schedule bias: 1, Soft inpainting preservation strength: 0.5, Soft inpainting "
+                "transition contrast boost: 4, Soft inpainting mask influence: 0, Soft inpainting difference "
+                "threshold: 0.5, Soft inpainting difference contrast: 2") in r.json()["info"]
         scripts = client.get("/sdapi/v1/scripts").json()
         assert "soft inpainting" in [s.lower() for s in scripts["img2img"]]
         assert "soft inpainting" not in [s.lower() for s in scripts["txt2img"]]

@@ -18,14 +18,15 @@ import torch
 
 @dataclass(frozen=True)
 class SoftInpaintingSettings:
-    """A1111 SoftInpaintingSettings, in its argument order."""
+    """A1111 SoftInpaintingSettings, in its argument order; the defaults are A1111's ``default`` (ints where it has
+    them: /script-info and an infotext made from defaults show ``1``, not ``1.0``)."""
 
-    mask_blend_power: float = 1.0
+    mask_blend_power: float = 1
     mask_blend_scale: float = 0.5
-    inpaint_detail_preservation: float = 4.0
-    composite_mask_influence: float = 0.0
+    inpaint_detail_preservation: float = 4
+    composite_mask_influence: float = 0
     composite_difference_threshold: float = 0.5
-    composite_difference_contrast: float = 2.0
+    composite_difference_contrast: float = 2
 
     def add_generation_params(self, dest: dict) -> None:
         dest[ENABLED_GEN_PARAM_LABEL] = True
