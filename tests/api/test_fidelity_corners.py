@@ -62,3 +62,19 @@ def test_config_without_login_answers_like_a1111(data_dir):
     with TestClient(build_app(config)) as c:
         r = c.get("/config")
         assert r.status_code == 401 and r.json() == {"detail": "Not authenticated"}
+
+
+def test_hires_use_same_sampler_keeps_the_first_pass_sampler(client):
+    """A pasted infotext (or a client) may send A1111's UI choice "Use same sampler"; A1111's hires pass then uses the
+    first pass's sampler and schedule."""
+    body = {**BODY, "width": 32, "height": 32, "enable_hr": True, "hr_scale": 2, "denoising_strength": 0.5,
+            "hr_sampler_name": "Use same sampler", "hr_scheduler": "Use same scheduler"}
+    r = client.post("/sdapi/v1/txt2img", json=body)
+    assert r.status_code == 200, r.text
+    same = client.post("/sdapi/v1/txt2img", json={**body, "hr_sampler_name": None, "hr_scheduler": None})
+    def pixels(resp):
+        return Image.open(io.BytesIO(base64.b64decode(resp.json()["images"][0]))).tobytes()
+
+    assert pixels(r) == pixels(same)
+    # the infotext keeps what was sent, as A1111's init() writes hr_sampler_name when it differs from the sampler
+    assert "Hires sampler: Use same sampler" in json.loads(r.json()["info"])["infotexts"][0]

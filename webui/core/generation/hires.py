@@ -98,8 +98,11 @@ def hires_pass(p, latents, comp, seeds, subseeds, batch_prompts):
     rng = sampling.make_rng(p, tuple(samples.shape[1:]), seeds, subseeds)
     noise = rng.next()
 
-    sampler_name = hires.sampler_name or request.sampler_name
-    scheduler = hires.scheduler or request.scheduler
+    # A1111 sample_hr_pass: None or the UI's "Use same ..." choice (what a pasted infotext may carry) keeps the
+    # first pass's sampler and schedule
+    sampler_name = hires.sampler_name if hires.sampler_name not in (None, "", "Use same sampler") \
+        else request.sampler_name
+    scheduler = hires.scheduler if hires.scheduler not in (None, "", "Use same scheduler") else request.scheduler
     steps = hires.second_pass_steps or request.steps
     plan = sampling.plan_pass(p, pipe, hr_comp, sampler_name, scheduler, steps, True, request.denoising_strength)
     if opts.get("img2img_extra_noise"):
