@@ -289,6 +289,17 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("api_useragent", "", "User agent for requests", {"api_restricted": True}),
     )
     + _opts(
+        # A1111's built-in extension "extra-options-section": settings shown under the generation parameters
+        "settings_in_ui",
+        ("settings_in_ui", "This page allows you to add some settings to the main interface of txt2img and img2img "
+         "tabs.", "This page allows you to add some settings to the main interface of txt2img and img2img tabs.",
+         {"display_only": True}),
+        ("extra_options_txt2img", [], "Settings for txt2img"),
+        ("extra_options_img2img", [], "Settings for img2img"),
+        ("extra_options_cols", 1, "Number of columns for added settings", {"minimum": 1, "maximum": 20, "step": 1}),
+        ("extra_options_accordion", False, "Place added settings into an accordion"),
+    )
+    + _opts(
         # A1111's "Hidden options" section (id None): set by the program, listed by GET /options, not on a page
         "hidden",
         ("sd_checkpoint_hash", "", "SHA256 hash of the current checkpoint"),

@@ -93,6 +93,11 @@ class Script:
     def setup(self, p, *args):
         pass
 
+    def has_setup(self) -> bool:
+        """Whether setup() does anything: a job runs through a script ``p`` only when some always-on script needs
+        it (plain requests go straight to the engine)."""
+        return type(self).setup is not Script.setup
+
     def before_process(self, p, *args):
         pass
 
@@ -299,7 +304,7 @@ def run_generation(engine, runner: ScriptRunner, request, progress=None):
         return engine.generate(request, progress)
     script_args = tuple(request.extension_args.get("script_args") or ())
     selected = runner.selected(script_args)
-    setups = [s for s in runner.alwayson_scripts if not s.setup_for_ui_only and type(s).setup is not Script.setup]
+    setups = [s for s in runner.alwayson_scripts if not s.setup_for_ui_only and s.has_setup()]
     if selected is None and not setups:
         return engine.generate(request, progress)
     p = Processing(request, engine=engine, progress=progress)

@@ -11,11 +11,18 @@ def register_builtin_plugins(plugins, config, settings, plan) -> tuple:
     from webui.plugins.builtin.scripts import builtin_script_classes
     from webui.plugins.scripts import AlwaysOnScripts, ScriptRunner
 
-    txt2img = ScriptRunner([cls() for cls in builtin_script_classes()], is_img2img=False)
-    img2img = ScriptRunner([cls() for cls in builtin_script_classes()], is_img2img=True)
+    txt2img = ScriptRunner([_make(cls, settings) for cls in builtin_script_classes()], is_img2img=False)
+    img2img = ScriptRunner([_make(cls, settings) for cls in builtin_script_classes()], is_img2img=True)
     plugins.register(AlwaysOnScripts(txt2img, img2img), "scripts")
     from webui.plugins.builtin.scripts.common import ScriptExtraParams
 
     plugins.register(ScriptExtraParams(), "script_extra_params")
     plugins.register(ControlNetPlugin.from_config(config, settings, plan), NAME)
     return txt2img, img2img
+
+
+def _make(cls, settings):
+    """One script instance; scripts whose controls depend on the options (Extra options) take the settings."""
+    import inspect
+
+    return cls(settings) if "settings" in inspect.signature(cls).parameters else cls()

@@ -41,7 +41,7 @@ SECTION_TITLES = {
     "training": "Training",
     "postprocessing": "Postprocessing",
     "hypertile": "Hypertile",
-    "hypertile": "Hypertile",
+    "settings_in_ui": "Settings in UI",
 }
 
 

@@ -33,4 +33,8 @@ def builtin_script_classes() -> list[type]:
     from webui.plugins.builtin.scripts.hypertile import ScriptHypertile
 
     classes += [ScriptHypertile]
+    # A1111's built-in extension extra-options-section (always on: the settings listed in extra_options_*)
+    from webui.plugins.builtin.scripts.extra_options import ExtraOptionsSection
+
+    classes += [ExtraOptionsSection]
     return classes
