@@ -367,3 +367,19 @@ def test_server_keeps_serving_after_errors(http):
         http.post("/sdapi/v1/txt2img", content=b"]")
     r = http.post("/sdapi/v1/txt2img", json={"prompt": "still here", "seed": 7, **SMALL})
     assert r.status_code == 200 and len(r.json()["images"]) == 1
+
+
+def test_webuiapi_script_call_xyz_plot(api):
+    """webuiapi's txt2img(script_name=..., script_args=[...]) as clients send it: positional X/Y/Z args, axis types
+    by index into A1111's list; the grid comes first."""
+    from webui.plugins.builtin.scripts.xyz_grid import current_axis_options
+
+    labels = [a.label for a in current_axis_options(False)]
+    steps, cfg = labels.index("Steps"), labels.index("CFG Scale")
+    args = [steps, "1,2", [], cfg, "5,7", [], 0, "", [], True, True, False, False, False, False, False, 0, False]
+    r = api.txt2img(prompt="a cat", seed=5, script_name="X/Y/Z plot", script_args=args, **SMALL)
+    assert len(r.images) == 5  # the grid, then the four cells (Include Sub Images)
+    grid = r.images[0]
+    assert grid.size[0] >= 128 and grid.size[1] >= 128  # 2 x 2 cells of 64 x 64, plus the legend margins
+    assert all(im.size == (64, 64) for im in r.images[1:])
+    assert "Script: X/Y/Z plot, X Type: Steps, X Values: \"1,2\", Y Type: CFG Scale" in r.info["infotexts"][0]
