@@ -382,3 +382,25 @@ def test_generate_forever_from_the_context_menu(page, ui_server):
     time.sleep(3)
     assert count() == settled, "generation went on after Cancel generate forever"
     assert not page.errors, page.errors
+
+
+def test_script_dropdown_runs_xyz_plot(page, ui_server):
+    """The Script dropdown shows X/Y/Z plot's controls; Generate runs it and the grid comes first."""
+    _, app, data = ui_server
+    runner = app.state.webui.scripts_txt2img
+    xyz = runner.find("X/Y/Z plot")
+    values_id = f"{xyz.elem_id('')}{xyz.args_from + 1}"  # "X values" (X type defaults to Seed)
+    small_job(page, "txt2img", steps=1, seed=11)
+    choose(page, "txt2img_script", "X/Y/Z plot")
+    box = page.locator(f"#{values_id} textarea, #{values_id} input").first
+    expect(box).to_be_visible()
+    box.fill("11,12")
+    generate_and_wait(page, "txt2img", "Seed: 11")
+    # the grid is saved as A1111 names it, with the script's infotext (X type Seed, two cells of 64 x 64)
+    grid = newest_png(data / "outputs" / "txt2img-grids")
+    with Image.open(grid) as im:
+        assert grid.name.startswith("xyz_grid-") and im.size[0] >= 128
+        assert "Script: X/Y/Z plot, X Type: Seed, X Values: \"11,12\"" in im.info["parameters"]
+    choose(page, "txt2img_script", "None")
+    expect(box).to_be_hidden()
+    assert not page.errors, page.errors

@@ -299,3 +299,27 @@ def test_gradio_auth_and_subpath(data_dir):
             assert c.post("/sd/login", data={"username": user, "password": password}).status_code == 200
             config = c.get("/sd/config")
             assert config.status_code == 200 and config.json()["root"].endswith("/sd")
+
+
+def test_script_dropdown_and_alwayson_controls_make_script_args():
+    """The Script dropdown's choice and its controls, and an always-on script's controls (Soft Inpainting), become
+    the job's positional script_args exactly as the API builds them."""
+    from webui.plugins.builtin.scripts import builtin_script_classes
+    from webui.plugins.scripts import ScriptRunner
+
+    runner = ScriptRunner([cls() for cls in builtin_script_classes()], is_img2img=False)
+    xyz = runner.find("X/Y/Z plot")
+    values = {**BASE, "script": "X/Y/Z plot", f"script_arg_{xyz.args_from + 1}": "1,2"}
+    args = txt2img.to_request(values, None, runner).extension_args["script_args"]
+    assert args[0] == runner.selectable_index("X/Y/Z plot")
+    assert args[xyz.args_from + 1] == "1,2"
+    assert args == runner.script_args("X/Y/Z plot", [runner.inputs[xyz.args_from].value, "1,2"], {})
+    none = txt2img.to_request(BASE, None, runner).extension_args["script_args"]
+    assert none == runner.script_args(None, [], {})
+
+    i2i_runner = ScriptRunner([cls() for cls in builtin_script_classes()], is_img2img=True)
+    soft = i2i_runner.find("Soft Inpainting")
+    init = Image.new("RGB", (64, 64), "red")
+    i2i_values = {**BASE, "mode": 0, "init_img": init, f"script_arg_{soft.args_from}": True}
+    i2i_args = img2img.to_request(i2i_values, None, i2i_runner).extension_args["script_args"]
+    assert i2i_args[soft.args_from] is True and i2i_args[0] == 0

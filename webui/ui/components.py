@@ -353,19 +353,32 @@ def script_arg_component(arg, elem_id: str):
 def selected_script_args(values: dict, runner) -> tuple:
     """The job's positional ``script_args`` from the form: the selected script's controls over the runner's
     defaults (images as PNG bytes: requests carry no PIL objects)."""
+
+    def args_of(script) -> list:
+        out = []
+        for index in range(script.args_from, script.args_to):
+            value = values.get(f"script_arg_{index}", runner.inputs[index].value)
+            out.append(common.png_bytes(value) if hasattr(value, "save") and hasattr(value, "size") else value)
+        return out
+
+    # the always-on scripts whose controls are on the page (Soft Inpainting, Extra options)
+    alwayson = {s.title(): args_of(s) for s in runner.alwayson_scripts
+                if any(f"script_arg_{i}" in values for i in range(s.args_from, s.args_to))}
     title = values.get("script") or "None"
     if title == "None" or runner.find(title) is None:
-        return runner.script_args(None, [], {})
-    script = runner.find(title)
-    args = []
-    for index in range(script.args_from, script.args_to):
-        value = values.get(f"script_arg_{index}", runner.inputs[index].value)
-        args.append(common.png_bytes(value) if hasattr(value, "save") and hasattr(value, "size") else value)
-    return runner.script_args(title, args, {})
+        return runner.script_args(None, [], alwayson)
+    return runner.script_args(title, args_of(runner.find(title)), alwayson)
 
 
-def alwayson_scripts_ui(state, form: common.Form, tab: str) -> None:
-    """The always-on plugins' controls under the generation parameters (A1111's AlwaysVisible scripts' ui())."""
+def alwayson_scripts_ui(state, form: common.Form, tab: str, runner=None) -> None:
+    """The always-on scripts' controls under the generation parameters (A1111's AlwaysVisible scripts' ui()): the
+    runner's (an accordion each; Refiner, Seed and Sampler are the tab's own controls) and the plugins'."""
+    for script in runner.alwayson_scripts if runner is not None else []:
+        if script.setup_for_ui_only or script.args_to == script.args_from:
+            continue
+        with gr.Accordion(script.title(), open=False, elem_id=script.elem_id("accordion")):
+            for index in range(script.args_from, script.args_to):
+                form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index], f"{script.elem_id('')}{index}"))
     if state.plugins is not None:
         state.plugins.call("ui_alwayson", state=state, form=form, tab=tab)
 

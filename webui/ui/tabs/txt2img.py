@@ -146,7 +146,7 @@ def build(state) -> c.TabUi:
             c.size_rows(form, NAME)
             c.cfg_row(form, NAME)
             seed, subseed, reuse_seed, reuse_subseed, _, _ = c.seed_rows(form, NAME)
-            c.alwayson_scripts_ui(state, form, NAME)
+            c.alwayson_scripts_ui(state, form, NAME, state.scripts_txt2img)
             c.script_controls(form, NAME, state.scripts_txt2img)
         output = c.output_panel(state, NAME)
     del enable_hr
