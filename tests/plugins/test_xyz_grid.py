@@ -28,7 +28,11 @@ TAIL = ["Checkpoint name", "Negative Guidance minimum sigma", "Sigma Churn", "Si
         "Beta schedule beta", "Eta", "Clip skip", "Denoising", "Initial noise multiplier", "Extra noise"]
 END = ["VAE", "Styles", "UniPC Order", "Face restore", "Token merging ratio", "Token merging ratio high-res",
        "Always discard next-to-last sigma", "SGM noise multiplier", "Refiner checkpoint", "Refiner switch at",
-       "RNG source", "FP8 mode", "Size"]
+       "RNG source", "FP8 mode", "Size",
+       # A1111's built-in Hypertile extension appends its axes when the UI is built
+       "[Hypertile] Unet First pass Enabled", "[Hypertile] Unet Second pass Enabled", "[Hypertile] Unet Max Depth",
+       "[Hypertile] Unet Max Tile Size", "[Hypertile] Unet Swap Size", "[Hypertile] VAE Enabled",
+       "[Hypertile] VAE Max Depth", "[Hypertile] VAE Max Tile Size", "[Hypertile] VAE Swap Size"]
 # A1111 v1.10.1 axis_options as each tab lists them (AxisOptionTxt2Img / AxisOptionImg2Img filtered).
 TXT2IMG_AXES = [*BOTH, "Hires steps", "CFG Scale", "Prompt S/R", "Prompt order", "Sampler", "Hires sampler", *TAIL,
                 "Hires upscaler", *END]
@@ -206,3 +210,14 @@ def test_img2img_axes(client):
 
 def test_script_class_title():
     assert ScriptXYZGrid().title() == "X/Y/Z plot"
+
+
+
+def test_hypertile_axis_sets_the_option_per_cell(client):
+    """"[Hypertile] Unet Max Depth" 0,1: each cell runs with that option as an override; out of range is a 422."""
+    r = client.post("/sdapi/v1/txt2img", json={**BODY, "script_name": "x/y/z plot", "script_args": _args(
+        x=("[Hypertile] Unet Max Depth", "0,1"))})
+    assert r.status_code == 200, r.text
+    bad = client.post("/sdapi/v1/txt2img", json={**BODY, "script_name": "x/y/z plot", "script_args": _args(
+        x=("[Hypertile] Unet Max Depth", "0,7"))})
+    assert bad.status_code == 422 and "out of range [0, 3]" in bad.json()["detail"]

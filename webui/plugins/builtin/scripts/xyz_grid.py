@@ -461,6 +461,41 @@ axis_options = [
 ]
 
 
+def confirm_range(min_val, max_val, axis_label):
+    """A1111 xyz_grid.confirm_range: every value within [min_val, max_val]."""
+
+    def confirm(p, xs):
+        for x in xs:
+            if not max_val >= x >= min_val:
+                _fail(f'{axis_label} value "{x}" out of range [{min_val}, {max_val}]')
+
+    return confirm
+
+
+# The built-in Hypertile extension's axes (extensions-builtin/hypertile add_axis_options, appended after the core
+# ones when the UI is built, as in A1111): per-request option overrides.
+axis_options += [
+    AxisOption("[Hypertile] Unet First pass Enabled", str, apply_override("hypertile_enable_unet", boolean=True),
+               choices=boolean_choice(reverse=True)),
+    AxisOption("[Hypertile] Unet Second pass Enabled", str,
+               apply_override("hypertile_enable_unet_secondpass", boolean=True), choices=boolean_choice(reverse=True)),
+    AxisOption("[Hypertile] Unet Max Depth", int, apply_override("hypertile_max_depth_unet"),
+               confirm=confirm_range(0, 3, "[Hypertile] Unet Max Depth"), choices=lambda p=None: [str(x) for x in range(4)]),
+    AxisOption("[Hypertile] Unet Max Tile Size", int, apply_override("hypertile_max_tile_unet"),
+               confirm=confirm_range(0, 512, "[Hypertile] Unet Max Tile Size")),
+    AxisOption("[Hypertile] Unet Swap Size", int, apply_override("hypertile_swap_size_unet"),
+               confirm=confirm_range(0, 64, "[Hypertile] Unet Swap Size")),
+    AxisOption("[Hypertile] VAE Enabled", str, apply_override("hypertile_enable_vae", boolean=True),
+               choices=boolean_choice(reverse=True)),
+    AxisOption("[Hypertile] VAE Max Depth", int, apply_override("hypertile_max_depth_vae"),
+               confirm=confirm_range(0, 3, "[Hypertile] VAE Max Depth"), choices=lambda p=None: [str(x) for x in range(4)]),
+    AxisOption("[Hypertile] VAE Max Tile Size", int, apply_override("hypertile_max_tile_vae"),
+               confirm=confirm_range(0, 512, "[Hypertile] VAE Max Tile Size")),
+    AxisOption("[Hypertile] VAE Swap Size", int, apply_override("hypertile_swap_size_vae"),
+               confirm=confirm_range(0, 64, "[Hypertile] VAE Swap Size")),
+]
+
+
 def current_axis_options(is_img2img: bool) -> list[AxisOption]:
     return [x for x in axis_options if x.is_img2img is None or x.is_img2img == is_img2img]
 
