@@ -6,7 +6,9 @@ Dependencies are installed by ./webui.sh (A1111's launcher name) before this run
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     host = config.server_host
     scheme = "https" if config.tls_certfile else "http"
     print(f"Running on {scheme}://{host}:{config.effective_port} (API docs at /docs)", flush=True)
-    uvicorn.run(
+    server = uvicorn.Server(uvicorn.Config(
         app,
         host=host,
         port=config.effective_port,
@@ -38,7 +40,17 @@ def main(argv: list[str] | None = None) -> int:
         ssl_keyfile=config.tls_keyfile,
         ssl_certfile=config.tls_certfile,
         log_level="info",
-    )
+    ))
+    # --api-server-stop: server-stop / server-restart end serving as Ctrl+C does; restart then runs us again
+    control = app.state.webui.server
+    control.restartable = True
+    threading.Thread(target=lambda: (control.event.wait(), setattr(server, "should_exit", True)),
+                     name="server-control", daemon=True).start()
+    server.run()
+    if control.command == "restart":
+        args = sys.argv[1:] if argv is None else list(argv)
+        print("Restarting with the same flags", flush=True)
+        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *args])
     return 0
 
 

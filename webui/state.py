@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,20 @@ from webui.core.models.registry import CheckpointRegistry, HashCache, VaeRegistr
 from webui.core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerControl:
+    """What POST /sdapi/v1/server-stop and server-restart (--api-server-stop) ask of the process that serves the app
+    (A1111's shared.state.server_command). ``restartable``: launch.py can re-execute itself with the same flags."""
+
+    command: str | None = None
+    restartable: bool = False
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def request(self, command: str) -> None:
+        self.command = command
+        self.event.set()
 
 
 @dataclass
@@ -37,6 +52,7 @@ class AppState:
     face_restorers: Any = None  # webui.core.postprocess.face_restore.FaceRestorers
     demo_notice: str | None = None
     notices: list = field(default_factory=list)  # start-up problems shown on the page (bad checkpoint files, ...)
+    server: ServerControl = field(default_factory=ServerControl)
 
 
 def build_state(config: Config, *, create_demo: bool = True) -> AppState:

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 
 from webui.api import models as m
 from webui.api.auth import make_auth_dependency
-from webui.api.handlers import extras, generation, info, models, networks, options, progress
+from webui.api.handlers import extras, generation, info, models, networks, options, progress, server
 from webui.config import Config
 
 
@@ -27,6 +27,7 @@ class Route:
     handler: Callable
     response_model: Any = None
     ui_only: bool = False  # A1111 registers it only with the UI (not with --nowebui)
+    flag: str | None = None  # registered only when this launch flag (a Config attribute) is set
 
 
 #: The response model of routes that answer JSON ``null`` (A1111 handlers returning None).
@@ -74,6 +75,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/sdapi/v1/upscalers", "GET", extras.upscalers, list[extras.UpscalerItem]),
     Route("/sdapi/v1/realesrgan-models", "GET", extras.realesrgan_models, list[extras.RealesrganItem]),
     Route("/sdapi/v1/face-restorers", "GET", extras.face_restorers, list[extras.FaceRestorerItem]),
+    Route("/sdapi/v1/server-kill", "POST", server.server_kill, None, flag="api_server_stop"),
+    Route("/sdapi/v1/server-restart", "POST", server.server_restart, None, flag="api_server_stop"),
+    Route("/sdapi/v1/server-stop", "POST", server.server_stop, None, flag="api_server_stop"),
     Route("/internal/progress", "POST", progress.internal_progress, m.InternalProgressResponse, ui_only=True),
     Route("/internal/pending-tasks", "GET", progress.pending_tasks, m.PendingTasksResponse, ui_only=True),
     Route("/internal/ping", "GET", progress.ping, m.EmptyResponse, ui_only=True),
@@ -102,7 +106,7 @@ def install_routes(app: FastAPI, config: Config, *, ui: bool) -> Callable:
         )
 
     for r in ROUTES:
-        if r.ui_only and not ui:
+        if r.ui_only and not ui or r.flag and not getattr(config, r.flag):
             continue
         add_api_route(r.path, r.method, r.handler,
                       r.response_model.build(config) if isinstance(r.response_model, ModelFor) else r.response_model)
