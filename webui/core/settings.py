@@ -161,6 +161,7 @@ OPTIONS: tuple[Option, ...] = tuple(
     )
     + _opts(
         "vae",
+        ("sd_vae_checkpoint_cache", 0, "VAE Checkpoints to cache in RAM", {"minimum": 0, "maximum": 10, "step": 1}),
         ("sd_vae", "Automatic", "SD VAE"),
         ("sd_vae_overrides_per_model_preferences", True, "Selected VAE overrides per-model preferences"),
         ("auto_vae_precision_bfloat16", False, "Automatically convert VAE to bfloat16"),

@@ -258,7 +258,15 @@ class Engine:
         latent_w = init.latent.shape[3] if init is not None else p.width // comp.vae_scale_factor
         rng = sampling.make_rng(p, (4, latent_h, latent_w), seeds, subseeds)
         x = rng.next()
-        if init is not None and init.noise_multiplier != 1.0:
+        # 8b. img2img: a plugin may replace the noise (A1111 scripts that override p.sample: img2img alternative
+        #     test), which then goes to the sampler as it is, without the noise multiplier.
+        replaced = None
+        if init is not None and p.plugins is not None and p.plugins.has("sample_noise"):
+            replaced = p.call_hook("sample_noise", noise=x, batch_number=it, seeds=seeds, subseeds=subseeds,
+                                   encoder=encoder)
+        if replaced:
+            x = replaced[-1]
+        elif init is not None and init.noise_multiplier != 1.0:
             x = x * init.noise_multiplier
 
         # 9. Sample (first pass), with the refiner switch when asked for this pass.
@@ -354,6 +362,8 @@ class Engine:
             log.warning(resolution.warning)
         if resolution.path is None:
             return None
+        # the VAE in use plus sd_vae_checkpoint_cache others kept loaded (A1111 checkpoints_loaded for VAEs)
+        self.vae_cache.max_items = 1 + max(0, int(opts.get("sd_vae_checkpoint_cache") or 0))
         module = self.vae_cache.get(resolution.path, comp.arch, self.plan)
         scope.enter_context(vae_mod.use_vae(comp, module))
         return resolution

@@ -33,19 +33,19 @@ class ModelCache:
             self._models.move_to_end(info.filename)
         return comp
 
-    def put(self, comp: ModelComponents, limit: int) -> None:
+    def put(self, comp: ModelComponents, limit: int) -> list[ModelComponents]:
+        """Add ``comp``; returns the models dropped to stay within ``limit`` (least recently used first)."""
         self._models[comp.info.filename] = comp
         self._models.move_to_end(comp.info.filename)
-        while len(self._models) > max(1, limit):
-            _, dropped = self._models.popitem(last=False)
-            log.info("Unloaded %s", dropped.info.title)
-            del dropped
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        return self.evict(max(1, limit))
 
-    def evict(self, limit: int) -> None:
+    def evict(self, limit: int) -> list[ModelComponents]:
+        dropped = []
         while len(self._models) > max(0, limit):
-            self._models.popitem(last=False)
+            _, comp = self._models.popitem(last=False)
+            log.info("Unloaded %s", comp.info.title)
+            dropped.append(comp)
+        return dropped
 
     @property
     def current(self) -> ModelComponents | None:
@@ -68,6 +68,8 @@ class ModelManager:
         # checkpoints that failed to load, by file -> the reason: a request that names no checkpoint is given the
         # next usable one instead of failing forever on a bad default (cleared by forget_failures on refresh)
         self.failed: dict[str, str] = {}
+        # A1111 sd_checkpoint_cache: unloaded checkpoints kept in RAM (on the CPU) for a fast switch back
+        self.ram: OrderedDict[str, ModelComponents] = OrderedDict()
 
     def resolve(self, name: str | None) -> CheckpointInfo:
         """A checkpoint by any of A1111's aliases; None -> the stored setting, else the first file that has not
@@ -113,6 +115,12 @@ class ModelManager:
             comp = self.cache.get(info)
             if comp is not None:
                 return comp
+            comp = self.ram.pop(info.filename, None)
+            if comp is not None:
+                _move(comp, self.plan.device)
+                log.info("Model %s loaded from the RAM cache", comp.info.title)
+                self._keep(self.cache.put(comp, int(self.settings.get("sd_checkpoints_limit") or 1) + extra_slots))
+                return comp
             info = self.registry.ensure_hash(info)
             t0 = time.time()
             try:
@@ -123,7 +131,7 @@ class ModelManager:
                 raise
             self.failed.pop(info.filename, None)
             log.info("Model %s loaded in %.1fs (%s, %s)", info.title, time.time() - t0, comp.arch, self.plan.description)
-            self.cache.put(comp, int(self.settings.get("sd_checkpoints_limit") or 1) + extra_slots)
+            self._keep(self.cache.put(comp, int(self.settings.get("sd_checkpoints_limit") or 1) + extra_slots))
             if self.on_loaded is not None:
                 self.on_loaded(comp)
             return comp
@@ -133,4 +141,29 @@ class ModelManager:
 
     def unload(self) -> None:
         with self._lock:
-            self.cache.evict(0)
+            self._keep(self.cache.evict(0))
+
+    def _keep(self, dropped: list[ModelComponents]) -> None:
+        """Models dropped from the device: up to sd_checkpoint_cache of them stay in RAM (A1111 checkpoints_loaded),
+        the least recently used beyond that are freed. With offloading (--medvram/--lowvram) nothing is kept: the
+        offload hooks own where those weights live."""
+        keep = int(self.settings.get("sd_checkpoint_cache") or 0)
+        if getattr(self.plan, "medvram", False) or getattr(self.plan, "lowvram", False):
+            keep = 0
+        for comp in dropped:
+            if keep > 0:
+                _move(comp, "cpu")
+                self.ram[comp.info.filename] = comp
+                self.ram.move_to_end(comp.info.filename)
+        while len(self.ram) > keep:
+            self.ram.popitem(last=False)
+        del dropped
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _move(comp: ModelComponents, device) -> None:
+    """Move a model's modules to ``device`` (nothing to do when they are already there, e.g. on a CPU-only server)."""
+    for module in comp.modules():
+        if str(getattr(module, "device", device)) != str(device):
+            module.to(device)
