@@ -20,6 +20,7 @@ from webui.core.io.images import InvalidImage, InvalidImageFormat
 from webui.core.models.loader import CheckpointLoadError
 from webui.core.queue import DuplicateTaskId, TaskCancelled
 from webui.core.controlnet.errors import ControlNetError
+from webui.core.networks.vae import VaeLoadError
 from webui.plugins.scripts import ScriptError
 from webui.core.postprocess.face_restore import FaceRestoreUnavailable, UnknownFaceRestorer
 from webui.core.postprocess.upscalers import UpscalerLoadError, UpscalerNotFound
@@ -57,7 +58,7 @@ def _status_for(exc: Exception) -> int:
         return 404
     if isinstance(exc, (TaskCancelled, DuplicateTaskId)):
         return 409
-    if isinstance(exc, (CheckpointLoadError, ControlNetError, ScriptError)):
+    if isinstance(exc, (CheckpointLoadError, ControlNetError, ScriptError, VaeLoadError)):
         return 422
     if isinstance(exc, (GenerationError, UnknownOption, InvalidImage, InvalidImageFormat, FaceRestoreUnavailable,
                         UnknownFaceRestorer, UpscalerNotFound, UpscalerLoadError)):
@@ -154,8 +155,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # Our client-error types get their own handlers (answered inside the app); anything else is a logged 500 in
     # A1111's shape, and the server goes on serving.
     for cls in (CheckpointNotFound, GenerationError, UnknownOption, InvalidImage, InvalidImageFormat,
-                CheckpointLoadError, ControlNetError, ScriptError, FaceRestoreUnavailable, UnknownFaceRestorer, UpscalerNotFound,
-                UpscalerLoadError, TaskCancelled, DuplicateTaskId, Exception):
+                CheckpointLoadError, ControlNetError, ScriptError, VaeLoadError, FaceRestoreUnavailable,
+                UnknownFaceRestorer, UpscalerNotFound, UpscalerLoadError, TaskCancelled, DuplicateTaskId, Exception):
         app.add_exception_handler(cls, any_error)
 
 
