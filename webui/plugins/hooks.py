@@ -53,6 +53,12 @@ def postprocess_image(p, pp):
 
 
 @hookspec
+def sample_noise(p, noise, batch_number, seeds, subseeds, encoder):
+    """img2img only: the first pass's noise just drawn (before the noise multiplier); return a replacement (used as
+    is, the multiplier skipped) or None. ``encoder`` is the batch's prompt encoder (A1111 scripts override p.sample)."""
+
+
+@hookspec
 def post_sample(p, ps):
     """After sampling (hires included), before decoding; may replace ``ps.samples`` (A1111 Script.post_sample)."""
 

@@ -14,6 +14,10 @@ def register_builtin_plugins(plugins, config, settings, plan) -> tuple:
     txt2img = ScriptRunner([_make(cls, settings) for cls in builtin_script_classes()], is_img2img=False)
     img2img = ScriptRunner([_make(cls, settings) for cls in builtin_script_classes()], is_img2img=True)
     plugins.register(AlwaysOnScripts(txt2img, img2img), "scripts")
+    for runner in (txt2img, img2img):  # selectable scripts that also implement hooks (img2img alternative test)
+        for script in runner.selectable_scripts:
+            if _implements_hooks(script):
+                plugins.register(script, f"script:{'img2img' if runner.is_img2img else 'txt2img'}:{script.title()}")
     from webui.plugins.builtin.scripts.common import ScriptExtraParams
 
     plugins.register(ScriptExtraParams(), "script_extra_params")
@@ -26,3 +30,10 @@ def _make(cls, settings):
     import inspect
 
     return cls(settings) if "settings" in inspect.signature(cls).parameters else cls()
+
+
+def _implements_hooks(script) -> bool:
+    """Whether a script object has ``@hookimpl`` methods (pluggy's marker attribute)."""
+    from webui.plugins.hooks import PROJECT
+
+    return any(hasattr(getattr(type(script), name, None), f"{PROJECT}_impl") for name in dir(type(script)))

@@ -11,13 +11,14 @@ def builtin_script_classes() -> list[type]:
     classes: list[type] = [ScriptRefiner, ScriptSeed, ScriptSampler, ScriptComments]
     # A1111's scripts/ folder, alphabetically by file name: img2imgalt, loopback, outpainting_mk_2,
     # poor_mans_outpainting, prompt_matrix, prompts_from_file, sd_upscale, xyz_grid
+    from webui.plugins.builtin.scripts.img2imgalt import ScriptImg2ImgAlt
     from webui.plugins.builtin.scripts.loopback import ScriptLoopback
     from webui.plugins.builtin.scripts.outpainting_mk_2 import ScriptOutpaintingMk2
     from webui.plugins.builtin.scripts.poor_mans_outpainting import ScriptPoorMansOutpainting
     from webui.plugins.builtin.scripts.prompts_from_file import ScriptPromptsFromFile
     from webui.plugins.builtin.scripts.sd_upscale import ScriptSDUpscale
 
-    classes += [ScriptLoopback, ScriptOutpaintingMk2, ScriptPoorMansOutpainting]
+    classes += [ScriptImg2ImgAlt, ScriptLoopback, ScriptOutpaintingMk2, ScriptPoorMansOutpainting]
     from webui.plugins.builtin.scripts.prompt_matrix import ScriptPromptMatrix
 
     classes += [ScriptPromptMatrix]
