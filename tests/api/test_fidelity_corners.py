@@ -78,3 +78,9 @@ def test_hires_use_same_sampler_keeps_the_first_pass_sampler(client):
     assert pixels(r) == pixels(same)
     # the infotext keeps what was sent, as A1111's init() writes hr_sampler_name when it differs from the sampler
     assert "Hires sampler: Use same sampler" in json.loads(r.json()["info"])["infotexts"][0]
+
+
+def test_a_task_id_no_header_can_carry_is_percent_encoded(client):
+    r = client.post("/sdapi/v1/txt2img", json={**BODY, "force_task_id": "tâche-\u0100"})
+    assert r.status_code == 200 and r.headers["X-Task-Id"] == "t%C3%A2che-%C4%80"
+    assert client.get("/sdapi/v1/progress", params={"id_task": "tâche-\u0100"}).status_code == 200

@@ -59,8 +59,10 @@ def test_no_server_error_on_generated_input(api_app):
         heavy = any(h in operation.path for h in generation)
 
         @given(case=operation.as_strategy())
+        # derandomized: the same cases on every run, so the default suite (CI) cannot fail by chance; widen the
+        # search with a different max_examples when hunting for new 5xx
         @settings(max_examples=10 if heavy else 15, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None)
+                  database=None, derandomize=True)
         def run(case):
             if heavy:
                 case.body = _small(case.body, operation.path)

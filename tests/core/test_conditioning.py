@@ -247,3 +247,12 @@ def test_original_emphasis_under_fp16_is_a1111s_float32_arithmetic():
     old = z * half_mults[..., None]
     old = old * (original_mean / old.mean())
     assert not torch.equal(old.float(), expected)
+
+
+def test_clip_skip_beyond_the_encoder_is_a_request_error(sd1):
+    from webui.core.generation.context import GenerationError
+
+    depth = sd1.text_encoder.config.num_hidden_layers + 1  # the embeddings' output and each layer's
+    _enc(sd1, clip_skip=depth)(["a cat"])  # the deepest skip that exists works, as in A1111
+    with pytest.raises(GenerationError, match="clip_skip"):
+        _enc(sd1, clip_skip=depth + 1)(["a cat"])

@@ -29,6 +29,18 @@ from webui.state import AppState
 TASK_ID_HEADER = "X-Task-Id"
 
 
+def header_value(task_id: str) -> str:
+    """The task id as an HTTP header value: as it is, or percent-encoded when ``force_task_id`` holds characters a
+    header cannot carry (latin-1 only), which would otherwise fail the finished job's response."""
+    from urllib.parse import quote
+
+    try:
+        task_id.encode("latin-1")
+        return task_id
+    except UnicodeEncodeError:
+        return quote(task_id, safe="()-_.")
+
+
 def runner_for(state: AppState, mode: str):
     """The tab's ScriptRunner (A1111 scripts_txt2img / scripts_img2img)."""
     return state.scripts_img2img if mode != "txt2img" else state.scripts_txt2img
@@ -176,9 +188,9 @@ async def _generate(body, request: Request, response: Response, mode: str, **ima
     try:
         result = await asyncio.wrap_future(future)
     except TaskCancelled as e:
-        e.headers = {TASK_ID_HEADER: task_id}
+        e.headers = {TASK_ID_HEADER: header_value(task_id)}
         raise
-    response.headers[TASK_ID_HEADER] = task_id
+    response.headers[TASK_ID_HEADER] = header_value(task_id)
     images = []
     if body.send_images:
         fmt = state.settings.get("samples_format")

@@ -217,6 +217,13 @@ class TextEncoderRunner:
         out = self.encoder(input_ids=tokens, output_hidden_states=True)
         pooled = None
         clip_skip = self.options.clip_skip
+        depth = len(out.hidden_states)  # the embeddings' output, then one entry per layer
+        if clip_skip > depth and (self.kind == "sd1" or self.kind == "sdxl_l" and self.options.sdxl_clip_l_skip):
+            # A1111 fails with an IndexError (500): hidden_states[-clip_skip] does not exist for this encoder
+            from webui.core.generation.context import GenerationError
+
+            raise GenerationError(f"clip_skip {clip_skip} is more than this model's text encoder has layers for "
+                                  f"(CLIP_stop_at_last_layers / clip_skip: 1 to {depth})", "clip_skip")
         if self.kind == "sd1":
             if clip_skip > 1:
                 z = self._final_norm(out.hidden_states[-clip_skip])
