@@ -89,6 +89,7 @@ class A1111Pipeline:
         control: list | None = None,
         refiner: RefinerSwitch | None = None,
         cfg_callbacks: Any = None,
+        uncond_skip: dict | None = None,
     ) -> torch.Tensor:
         """txt2img from ``noise``; img2img from ``init_latent`` running ``t_enc`` of the schedule's steps (A1111
         sample_img2img); ``mask``/``nmask`` blend the init latent back after every step (inpainting on ordinary
@@ -101,7 +102,7 @@ class A1111Pipeline:
                             image_cond=image_cond, image_uncond=image_uncond, image_cfg_scale=image_cfg_scale,
                             mask=mask, nmask=nmask,
                             init_latent=init_latent, refiner=refiner, timesteps_mode=run.kind != "k",
-                            callbacks=cfg_callbacks)
+                            callbacks=cfg_callbacks, **(uncond_skip or {}))
 
         # 2. Sampler arguments: A1111 hands k-diffusion its per-image RNG for every randn_like, or a Brownian tree
         #    seeded from the images' seeds for the SDE samplers (batch-size independent results).

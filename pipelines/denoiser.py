@@ -183,6 +183,15 @@ class CFGDenoiser:
     cfg_scale: float
     cond_scale_multiplier: float = 1.0  # DDIM CFG++ sets 1/12.5
     need_last_noise_uncond: bool = False
+    # A1111's uncond skipping: "Skip Early CFG" (option skip_early_cond, a fraction of the model calls) and NGMS
+    # (s_min_uncond: every other call -- all with s_min_uncond_all -- once sigma is below it). A skipped call runs
+    # only the cond rows and uses them as the uncond too, i.e. no CFG for that call. ``skip_report`` collects the
+    # infotext entries A1111 writes when a skip happened.
+    s_min_uncond: float = 0.0
+    s_min_uncond_all: bool = False
+    skip_early_cond: float = 0.0
+    total_steps: int = 0
+    skip_report: dict = field(default_factory=dict)
     should_stop: Callable[[], bool] = lambda: False
     batch_cond_uncond: bool = True
     # A1111 options pad_cond_uncond_v0 (repeat the negative's last vector / cut it) and pad_cond_uncond (append
@@ -239,6 +248,7 @@ class CFGDenoiser:
             x, sigma, cond, uncond = params.x, params.sigma, params.text_cond, params.text_uncond
         if self._is_edit():
             return self._run_edit(x, sigma, fn, conds_list, cond, uncond)
+        skip_uncond = self._skip_uncond(sigma)
         repeats = [len(c) for c in conds_list]
         if all(r == 1 for r in repeats):
             x_in, sigma_in = torch.cat([x, x]), torch.cat([sigma, sigma])
@@ -254,7 +264,12 @@ class CFGDenoiser:
             cond_ic = torch.cat([ic[i : i + 1].repeat(r, 1, 1, 1) for i, r in enumerate(repeats)])
             uncond_ic = self.image_uncond if self.image_uncond is not None else ic
         cond, uncond = cond.with_rows(cond_ic, False), uncond.with_rows(uncond_ic, True)
-        if cond.context.shape[1] == uncond.context.shape[1] and self.batch_cond_uncond:
+        if skip_uncond:
+            x_out = fn(x_in[:n_cond], sigma_in[:n_cond], cond)
+            # A1111: the cond-denoised image stands where the uncond-denoised one would be
+            fake_uncond = torch.cat([x_out[c[0][0] : c[0][0] + 1] for c in conds_list])
+            x_out = torch.cat([x_out, fake_uncond])
+        elif cond.context.shape[1] == uncond.context.shape[1] and self.batch_cond_uncond:
             x_out = fn(x_in, sigma_in, Cond.cat([cond, uncond]))
         elif cond.context.shape[1] == uncond.context.shape[1]:
             x_out = torch.cat([fn(x_in[:n_cond], sigma_in[:n_cond], cond), fn(x_in[n_cond:], sigma_in[n_cond:], uncond)])
@@ -262,6 +277,21 @@ class CFGDenoiser:
             x_out = torch.cat([fn(x_in[:n_cond], sigma_in[:n_cond], cond), fn(x_in[n_cond:], sigma_in[n_cond:], uncond)])
         self.step += 1
         return x_out
+
+    def _skip_uncond(self, sigma: torch.Tensor) -> bool:
+        """A1111 CFGDenoiser.forward's skip_uncond (the step counter is its model-call count, ``sigma`` is the
+        timestep for DDIM/PLMS/UniPC, as in A1111)."""
+        if self.need_last_noise_uncond:
+            return False
+        if self.skip_early_cond and self.step / max(1, self.total_steps) <= self.skip_early_cond:
+            self.skip_report["Skip Early CFG"] = self.skip_early_cond
+            return True
+        if (self.step % 2 or self.s_min_uncond_all) and self.s_min_uncond > 0 and float(sigma[0]) < self.s_min_uncond:
+            self.skip_report["NGMS"] = self.s_min_uncond
+            if self.s_min_uncond_all:
+                self.skip_report["NGMS all steps"] = self.s_min_uncond_all
+            return True
+        return False
 
     def _is_edit(self) -> bool:
         return self.image_cond is not None and self.image_cfg_scale is not None and self.image_cfg_scale != 1.0

@@ -84,3 +84,21 @@ def test_a_task_id_no_header_can_carry_is_percent_encoded(client):
     r = client.post("/sdapi/v1/txt2img", json={**BODY, "force_task_id": "tâche-\u0100"})
     assert r.status_code == 200 and r.headers["X-Task-Id"] == "t%C3%A2che-%C4%80"
     assert client.get("/sdapi/v1/progress", params={"id_task": "tâche-\u0100"}).status_code == 200
+
+
+def test_ngms_over_the_api(client):
+    """s_min_uncond (API field, else the option): calls below that sigma skip the negative prompt every other step;
+    the image changes and the infotext says NGMS, as A1111's."""
+
+    def pixels(resp):
+        return Image.open(io.BytesIO(base64.b64decode(resp.json()["images"][0]))).tobytes()
+
+    body = {**BODY, "steps": 4, "negative_prompt": "ugly"}
+    plain = client.post("/sdapi/v1/txt2img", json=body)
+    ngms = client.post("/sdapi/v1/txt2img", json={**body, "s_min_uncond": 100.0})
+    assert ngms.status_code == 200, ngms.text
+    text = json.loads(ngms.json()["info"])["infotexts"][0]
+    assert "NGMS: 100.0" in text and "NGMS" not in json.loads(plain.json()["info"])["infotexts"][0]
+    assert pixels(ngms) != pixels(plain)
+    early = client.post("/sdapi/v1/txt2img", json={**body, "override_settings": {"skip_early_cond": 0.5}})
+    assert "Skip Early CFG: 0.5" in json.loads(early.json()["info"])["infotexts"][0]

@@ -186,6 +186,8 @@ OPTIONS: tuple[Option, ...] = tuple(
         "optimizations",
         ("cross_attention_optimization", "Automatic", "Cross attention optimization"),
         ("s_min_uncond", 0.0, "Negative Guidance minimum sigma", {"minimum": 0.0, "maximum": 15.0, "step": 0.01}),
+        ("s_min_uncond_all", False, "Negative Guidance minimum sigma all steps"),
+        ("skip_early_cond", 0.0, "Ignore negative prompt during early sampling", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
         ("token_merging_ratio", 0.0, "Token merging ratio", {"minimum": 0.0, "maximum": 0.9, "step": 0.1}),
         ("token_merging_ratio_img2img", 0.0, "Token merging ratio for img2img"),
         ("token_merging_ratio_hr", 0.0, "Token merging ratio for high-res pass"),

@@ -131,6 +131,7 @@ class GenerationRequest:
     s_tmin: float | None = None
     s_tmax: float | None = None
     s_noise: float | None = None
+    s_min_uncond: float | None = None  # NGMS; None: option s_min_uncond
     denoising_strength: float | None = None
     # img2img / inpaint (mode "img2img"; images are encoded bytes so the request stays plain data)
     init_images: tuple[bytes, ...] = ()

@@ -19,7 +19,7 @@ from webui.core.types import GenerationRequest, GenerationResult, HiresOptions, 
 _SAME = (
     "prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h",
     "sampler_name", "scheduler", "steps", "cfg_scale", "width", "height", "batch_size", "n_iter", "eta", "s_churn",
-    "s_tmin", "s_tmax", "s_noise", "denoising_strength", "resize_mode", "image_cfg_scale",
+    "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "denoising_strength", "resize_mode", "image_cfg_scale",
     "initial_noise_multiplier", "restore_faces", "tiling", "clip_skip", "disable_extra_networks", "firstphase_width",
     "firstphase_height", "include_init_images", "sampler_fallback", "checkpoint",
 )

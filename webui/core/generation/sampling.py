@@ -131,7 +131,8 @@ def sample(p, pipe, pass_plan: PassPlan, *, conds, encoder, noise, rng, seeds, i
     hires pass included, which A1111 runs through ``sample_img2img`` -- gets option img2img_extra_noise."""
     opts = p.opts
     extra_noise = float(opts.get("img2img_extra_noise") or 0) if init_latent is not None else 0.0
-    return pipe(
+    skip = uncond_skip(p, pass_plan)
+    latents = pipe(
         conds=conds,
         cfg_scale=p.request.cfg_scale,
         noise=noise,
@@ -154,4 +155,20 @@ def sample(p, pipe, pass_plan: PassPlan, *, conds, encoder, noise, rng, seeds, i
         control=control,
         refiner=refiner,
         cfg_callbacks=cfg_callbacks(p, steps if steps is not None else p.request.steps, mask is not None),
+        uncond_skip=skip,
     )
+    if skip is not None:
+        p.extra_generation_params.update(skip["skip_report"])  # A1111 writes these when a call was skipped
+    return latents
+
+
+def uncond_skip(p, pass_plan: PassPlan) -> dict | None:
+    """A1111's NGMS (``s_min_uncond``: the request's, else the option; ``s_min_uncond_all``) and "Skip Early CFG"
+    (option ``skip_early_cond``) for the denoiser, or None when both are off."""
+    opts, request = p.opts, p.request
+    s_min_uncond = float(request.s_min_uncond if request.s_min_uncond is not None else opts.get("s_min_uncond") or 0)
+    skip_early = float(opts.get("skip_early_cond") or 0)
+    if s_min_uncond <= 0 and skip_early == 0:
+        return None
+    return {"s_min_uncond": s_min_uncond, "s_min_uncond_all": bool(opts.get("s_min_uncond_all")),
+            "skip_early_cond": skip_early, "total_steps": int(pass_plan.sched.steps), "skip_report": {}}

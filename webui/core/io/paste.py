@@ -172,7 +172,7 @@ INFOTEXT_SETTINGS: dict[str, str] = {
     "ENSD": "eta_noise_seed_delta", "Noise multiplier": "initial_noise_multiplier", "Eta": "eta_ancestral",
     "Eta DDIM": "eta_ddim", "Sigma churn": "s_churn", "Sigma tmin": "s_tmin", "Sigma tmax": "s_tmax",
     "Sigma noise": "s_noise", "Sigma min": "sigma_min", "Sigma max": "sigma_max", "RNG": "randn_source",
-    "NGMS": "s_min_uncond", "Pad conds": "pad_cond_uncond", "Pad conds v0": "pad_cond_uncond_v0", "VAE": "sd_vae",
+    "NGMS": "s_min_uncond", "NGMS all steps": "s_min_uncond_all", "Skip Early CFG": "skip_early_cond", "Pad conds": "pad_cond_uncond", "Pad conds v0": "pad_cond_uncond_v0", "VAE": "sd_vae",
     "Emphasis": "emphasis", "Discard penultimate sigma": "always_discard_next_to_last_sigma",
     "UniPC variant": "uni_pc_variant", "UniPC skip type": "uni_pc_skip_type", "UniPC order": "uni_pc_order",
     "UniPC lower order final": "uni_pc_lower_order_final", "Token merging ratio": "token_merging_ratio",

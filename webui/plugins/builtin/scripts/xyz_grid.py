@@ -18,7 +18,7 @@ Where we differ from A1111, on purpose:
   makes an empty grid); a non-text ``X values`` (e.g. a number) is refused (A1111 raises TypeError, a 500).
 * Cells whose size differs (the Size axis) are centred in cells of the largest size.
 * Axes whose feature this project lacks still parse, validate and appear in legends and infotexts, but change
-  nothing in the image: "Negative Guidance minimum sigma" (option s_min_uncond is not read by the engine), "Token
+  nothing in the image: "Token
   merging ratio" / "Token merging ratio high-res" (no token merging: tomesd is not used), "SGM noise multiplier"
   (option sgm_noise_multiplier is not read) and "FP8 mode" (no fp8_storage option: nothing is stored in fp8).
 """
@@ -416,7 +416,7 @@ axis_options = [
                       confirm=confirm_samplers, choices=_sampler_choices),
     AxisOption("Checkpoint name", str, apply_checkpoint, format_value=format_remove_path, confirm=confirm_checkpoints,
                cost=1.0, choices=_checkpoint_choices),
-    # A1111 sets p.s_min_uncond (from option s_min_uncond); this engine has no NGMS: parsed, no effect.
+    # A1111 sets p.s_min_uncond; the override of the option reaches the denoiser's NGMS the same way
     AxisOption("Negative Guidance minimum sigma", float, apply_override("s_min_uncond")),
     AxisOption("Sigma Churn", float, apply_field("s_churn")),
     AxisOption("Sigma min", float, apply_field("s_tmin")),
