@@ -31,6 +31,7 @@ from webui.core.postprocess.extras import (
 from webui.core.postprocess.face_restore import FaceRestoreFolders, FaceRestorers, FaceRestoreUnavailable
 from webui.core.io.images import read_info_from_image
 from webui.core.settings import Settings
+from webui.core.io.tiles import split_grid
 from webui.core.postprocess.upscalers import (
     LANCZOS,
     NEAREST,
@@ -39,7 +40,6 @@ from webui.core.postprocess.upscalers import (
     UpscalerNotFound,
     UpscalerRegistry,
     realesrgan_models_api,
-    split_grid,
     upscale_pil_patch,
     upscale_with_model,
 )

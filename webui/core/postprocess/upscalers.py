@@ -19,7 +19,6 @@ Hires fix uses the same entry point, :meth:`UpscalerRegistry.upscale` with ``siz
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
@@ -30,6 +29,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from webui.core.io.tiles import Grid, combine_grid, split_grid
 
 log = logging.getLogger(__name__)
 
@@ -226,72 +227,6 @@ def read_option(settings: Any, key: str, default: Any = None) -> Any:
     except (KeyError, AttributeError):
         return default
     return default if value is None else value
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# tiles (A1111 images.split_grid / combine_grid)
-
-
-class Grid(NamedTuple):
-    tiles: list  # [[y, h, [[x, w, tile], ...]], ...]
-    tile_w: int
-    tile_h: int
-    image_w: int
-    image_h: int
-    overlap: int
-
-
-def split_grid(image: Image.Image, tile_w: int = 512, tile_h: int = 512, overlap: int = 64) -> Grid:
-    """A1111 images.split_grid: tiles of tile_w x tile_h, spread evenly so neighbours overlap by at least
-    ``overlap``; the last row and column end at the image's edge."""
-    w, h = image.width, image.height
-    non_overlap_width = tile_w - overlap
-    non_overlap_height = tile_h - overlap
-    cols = max(1, math.ceil((w - overlap) / non_overlap_width))
-    rows = max(1, math.ceil((h - overlap) / non_overlap_height))
-    dx = (w - tile_w) / (cols - 1) if cols > 1 else 0
-    dy = (h - tile_h) / (rows - 1) if rows > 1 else 0
-    grid = Grid([], tile_w, tile_h, w, h, overlap)
-    for row in range(rows):
-        row_images = []
-        y = int(row * dy)
-        if y + tile_h >= h:
-            y = h - tile_h
-        for col in range(cols):
-            x = int(col * dx)
-            if x + tile_w >= w:
-                x = w - tile_w
-            row_images.append([x, tile_w, image.crop((x, y, x + tile_w, y + tile_h))])
-        grid.tiles.append([y, tile_h, row_images])
-    return grid
-
-
-def combine_grid(grid: Grid) -> Image.Image:
-    """A1111 images.combine_grid: paste the tiles back, each blended into its left and upper neighbour over the
-    overlap with a linear ramp (0 -> 255)."""
-    overlap = grid.overlap
-
-    def ramp(r: np.ndarray) -> Image.Image:
-        return Image.fromarray((r * 255 / overlap).astype(np.uint8), "L")
-
-    if overlap > 0:
-        mask_w = ramp(np.arange(overlap, dtype=np.float32).reshape((1, overlap)).repeat(grid.tile_h, axis=0))
-        mask_h = ramp(np.arange(overlap, dtype=np.float32).reshape((overlap, 1)).repeat(grid.image_w, axis=1))
-    combined = Image.new("RGB", (grid.image_w, grid.image_h))
-    for y, h, row in grid.tiles:
-        combined_row = Image.new("RGB", (grid.image_w, h))
-        for x, w, tile in row:
-            if x == 0 or overlap == 0:
-                combined_row.paste(tile, (x, 0))
-                continue
-            combined_row.paste(tile.crop((0, 0, overlap, h)), (x, 0), mask=mask_w)
-            combined_row.paste(tile.crop((overlap, 0, w, h)), (x + overlap, 0))
-        if y == 0 or overlap == 0:
-            combined.paste(combined_row, (0, y))
-            continue
-        combined.paste(combined_row.crop((0, 0, combined_row.width, overlap)), (0, y), mask=mask_h)
-        combined.paste(combined_row.crop((0, overlap, combined_row.width, h)), (0, y + overlap))
-    return combined
 
 
 # ---------------------------------------------------------------------------------------------------------------------
