@@ -67,3 +67,22 @@ def fix_seed(p) -> None:
 
     p.seed = fixed(p.seed)
     p.subseed = fixed(p.subseed)
+
+
+def expanded_canvas(image, left: int, right: int, up: int, down: int) -> tuple[int, int, int, int, int, int]:
+    """The outpainting scripts' canvas (A1111 outpainting_mk_2 / poor_mans_outpainting): the image grown by the asked
+    pixels, rounded up to multiples of 64, the extra split between the sides that grow. Returns
+    ``(target_w, target_h, left, right, up, down)``."""
+    import math
+
+    target_w = math.ceil((image.width + left + right) / 64) * 64
+    target_h = math.ceil((image.height + up + down) / 64) * 64
+    if left > 0:
+        left = left * (target_w - image.width) // (left + right)
+    if right > 0:
+        right = target_w - image.width - left
+    if up > 0:
+        up = up * (target_h - image.height) // (up + down)
+    if down > 0:
+        down = target_h - image.height - up
+    return target_w, target_h, left, right, up, down

@@ -150,7 +150,7 @@ class ScriptOutpaintingMk2(Script):
 
         from webui.core.generation.processing import Processed, process_images
         from webui.core.io.images import image_grid
-        from webui.plugins.builtin.scripts.common import save_script_image
+        from webui.plugins.builtin.scripts.common import expanded_canvas, save_script_image
 
         if not p.init_images:
             raise ScriptError(TITLE, "needs an init image")
@@ -178,17 +178,7 @@ class ScriptOutpaintingMk2(Script):
         p.mask_blur_y = mask_blur_y * 4
 
         init_img = p.init_images[0]
-        target_w = math.ceil((init_img.width + left + right) / 64) * 64
-        target_h = math.ceil((init_img.height + up + down) / 64) * 64
-
-        if left > 0:
-            left = left * (target_w - init_img.width) // (left + right)
-        if right > 0:
-            right = target_w - init_img.width - left
-        if up > 0:
-            up = up * (target_h - init_img.height) // (up + down)
-        if down > 0:
-            down = target_h - init_img.height - up
+        target_w, target_h, left, right, up, down = expanded_canvas(init_img, left, right, up, down)
 
         def expand(init, count, expand_pixels, is_left=False, is_right=False, is_top=False, is_bottom=False):
             is_horiz = is_left or is_right

@@ -12,7 +12,6 @@ our engine does not take; the latent mask is the (blurred) image mask, as for an
 
 from __future__ import annotations
 
-import math
 
 from webui.plugins.scripts import Script, ScriptArg, ScriptError
 
@@ -65,7 +64,7 @@ class ScriptPoorMansOutpainting(Script):
 
         from webui.core.generation.processing import Processed, process_images
         from webui.core.io.tiles import combine_grid, split_grid
-        from webui.plugins.builtin.scripts.common import save_script_image
+        from webui.plugins.builtin.scripts.common import expanded_canvas, save_script_image
 
         if not p.init_images:
             raise ScriptError(TITLE, "needs an init image")
@@ -85,17 +84,7 @@ class ScriptPoorMansOutpainting(Script):
         down = pixels if "down" in direction else 0
 
         init_img = p.init_images[0]
-        target_w = math.ceil((init_img.width + left + right) / 64) * 64
-        target_h = math.ceil((init_img.height + up + down) / 64) * 64
-
-        if left > 0:
-            left = left * (target_w - init_img.width) // (left + right)
-        if right > 0:
-            right = target_w - init_img.width - left
-        if up > 0:
-            up = up * (target_h - init_img.height) // (up + down)
-        if down > 0:
-            down = target_h - init_img.height - up
+        target_w, target_h, left, right, up, down = expanded_canvas(init_img, left, right, up, down)
 
         img = Image.new("RGB", (target_w, target_h))
         img.paste(init_img, (left, up))
