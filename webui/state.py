@@ -50,6 +50,7 @@ class AppState:
     scripts_img2img: Any = None  # ... of the img2img tab
     upscalers: Any = None  # webui.core.postprocess.upscalers.UpscalerRegistry
     face_restorers: Any = None  # webui.core.postprocess.face_restore.FaceRestorers
+    extensions: Any = None  # webui.plugins.extensions.ExtensionSet: extensions/ and extensions-builtin/ (issue 15)
     demo_notice: str | None = None
     notices: list = field(default_factory=list)  # start-up problems shown on the page (bad checkpoint files, ...)
     server: ServerControl = field(default_factory=ServerControl)

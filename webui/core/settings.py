@@ -305,6 +305,10 @@ OPTIONS: tuple[Option, ...] = tuple(
     + _opts(
         # A1111's "Hidden options" section (id None): set by the program, listed by GET /options, not on a page
         "hidden",
+        ("disabled_extensions", [], "Disable these extensions"),
+        ("disable_all_extensions", "none", "Disable all extensions (preserves the list of disabled extensions)",
+         {"choices": ("none", "extra", "all")}),
+        ("restore_config_state_file", "", "Config state file to restore from, under 'config-states/' folder"),
         ("sd_checkpoint_hash", "", "SHA256 hash of the current checkpoint"),
     )
     + _opts(
