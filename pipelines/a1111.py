@@ -90,6 +90,7 @@ class A1111Pipeline:
         refiner: RefinerSwitch | None = None,
         cfg_callbacks: Any = None,
         uncond_skip: dict | None = None,
+        sgm_noise_multiplier: bool = False,
     ) -> torch.Tensor:
         """txt2img from ``noise``; img2img from ``init_latent`` running ``t_enc`` of the schedule's steps (A1111
         sample_img2img); ``mask``/``nmask`` blend the init latent back after every step (inpainting on ordinary
@@ -127,6 +128,10 @@ class A1111Pipeline:
                     kwargs["sigma_max"] = sigmas[0]
                 if "n" in kwargs:
                     kwargs["n"] = len(sigmas) - 1
+            elif sgm_noise_multiplier:
+                # option sgm_noise_multiplier (A1111 KDiffusionSampler.sample, txt2img only): the official SDXL
+                # code's initial noise scale, sqrt(1 + sigma_max^2), instead of sigma_max
+                x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0)
             else:
                 x = noise * sigmas[0]
             if "noise_sampler" in params:

@@ -132,6 +132,8 @@ def sample(p, pipe, pass_plan: PassPlan, *, conds, encoder, noise, rng, seeds, i
     opts = p.opts
     extra_noise = float(opts.get("img2img_extra_noise") or 0) if init_latent is not None else 0.0
     skip = uncond_skip(p, pass_plan)
+    # A1111 reads sgm_noise_multiplier only in KDiffusionSampler.sample: k-diffusion samplers, from noise
+    sgm = bool(opts.get("sgm_noise_multiplier")) and init_latent is None and pass_plan.plan.run.kind == "k"
     latents = pipe(
         conds=conds,
         cfg_scale=p.request.cfg_scale,
@@ -156,7 +158,10 @@ def sample(p, pipe, pass_plan: PassPlan, *, conds, encoder, noise, rng, seeds, i
         refiner=refiner,
         cfg_callbacks=cfg_callbacks(p, steps if steps is not None else p.request.steps, mask is not None),
         uncond_skip=skip,
+        sgm_noise_multiplier=sgm,
     )
+    if sgm:
+        p.extra_generation_params["SGM noise multiplier"] = True
     if skip is not None:
         p.extra_generation_params.update(skip["skip_report"])  # A1111 writes these when a call was skipped
     return latents

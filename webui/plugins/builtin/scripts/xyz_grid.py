@@ -18,9 +18,8 @@ Where we differ from A1111, on purpose:
   makes an empty grid); a non-text ``X values`` (e.g. a number) is refused (A1111 raises TypeError, a 500).
 * Cells whose size differs (the Size axis) are centred in cells of the largest size.
 * Axes whose feature this project lacks still parse, validate and appear in legends and infotexts, but change
-  nothing in the image: "Token
-  merging ratio" / "Token merging ratio high-res" (no token merging: tomesd is not used), "SGM noise multiplier"
-  (option sgm_noise_multiplier is not read) and "FP8 mode" (no fp8_storage option: nothing is stored in fp8).
+  nothing in the image: "Token merging ratio" / "Token merging ratio high-res" (no token merging: tomesd is not
+  used) and "FP8 mode" (no fp8_storage option: nothing is stored in fp8).
 """
 
 from __future__ import annotations
@@ -446,7 +445,6 @@ axis_options = [
     AxisOption("Token merging ratio high-res", float, apply_override("token_merging_ratio_hr")),
     AxisOption("Always discard next-to-last sigma", str, apply_override("always_discard_next_to_last_sigma", True),
                confirm=_confirm_from(boolean_choice(reverse=True)), choices=boolean_choice(reverse=True)),
-    # Option sgm_noise_multiplier is not read by this engine: set, no effect.
     AxisOption("SGM noise multiplier", str, apply_override("sgm_noise_multiplier", True),
                confirm=_confirm_from(boolean_choice(reverse=True)), choices=boolean_choice(reverse=True)),
     AxisOption("Refiner checkpoint", str, apply_refiner_checkpoint, format_value=format_remove_path,
