@@ -29,10 +29,15 @@ def build_app(config: Config, state: AppState | None = None) -> FastAPI:
                           "(and --gradio-auth) to reach the UI from other machines.")
     ui_users = config.gradio_auth_users() if not config.nowebui else {}
     state = state or build_state(config)
-    # Live previews read the stored options and the architecture of the model being sampled (SDXL coefficients).
+    # Live previews read the stored options, the architecture of the model being sampled (SDXL decoders), the
+    # weight files in models/VAE-approx (Approx NN, TAESD) and the model's own VAE ("Full").
+    from webui.core.generation.previews import PreviewDecoder
+
     state.queue.configure_previews(
         options=state.settings.get,
         model_arch=lambda: getattr(state.engine.current_model(), "arch", None),
+        decoder=PreviewDecoder(models_dir=config.models_dir, model=state.engine.current_model,
+                               dtype=state.plan.dtype),
     )
 
     @asynccontextmanager

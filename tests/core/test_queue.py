@@ -206,7 +206,7 @@ def test_step_is_zero_based_and_batches_are_named():
 
 def _options(**over):
     base = {"live_previews_enable": True, "show_progress_every_n_steps": 2, "show_progress_grid": True, "n_rows": -1,
-            "grid_prevent_empty_spots": False}
+            "grid_prevent_empty_spots": False, "show_progress_type": "Approx cheap"}
     base.update(over)
     return base.__getitem__
 

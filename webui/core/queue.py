@@ -28,20 +28,6 @@ FINISHED_TASKS_LIMIT = 16
 #: Outcomes kept for GET /sdapi/v1/progress?id_task= (ours): enough for many clients polling a little late.
 TASK_RECORDS_LIMIT = 1024
 
-# A1111 sd_vae_approx.cheap_approximation: latent channel -> RGB coefficients ("Approx cheap" live previews).
-CHEAP_APPROX_SD = (
-    (0.298, 0.207, 0.208),
-    (0.187, 0.286, 0.173),
-    (-0.158, 0.189, 0.264),
-    (-0.184, -0.271, -0.473),
-)
-CHEAP_APPROX_SDXL = (
-    (0.3448, 0.4168, 0.4395),
-    (-0.1953, -0.0290, 0.0250),
-    (0.1074, 0.0886, -0.0163),
-    (-0.3730, -0.2499, -0.2088),
-)
-
 # Task outcomes (GET /sdapi/v1/progress?id_task=...).
 QUEUED, RUNNING, FINISHED, INTERRUPTED, FAILED, CANCELLED, UNKNOWN = (
     "queued", "running", "finished", "interrupted", "failed", "cancelled", "unknown")
@@ -82,41 +68,20 @@ def _option_defaults(key: str) -> Any:
     return OPTIONS_BY_KEY[key].default
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# live previews (A1111 sd_samplers_common.samples_to_image_grid / sd_vae_approx.cheap_approximation)
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def cheap_approximation(latent, sdxl: bool = False):
-    """A1111 ``sd_vae_approx.cheap_approximation``: (..., 4, h, w) latent -> (..., 3, h, w) RGB in about [-1, 1]."""
-    import torch
-
-    coefs = torch.tensor(CHEAP_APPROX_SDXL if sdxl else CHEAP_APPROX_SD, dtype=torch.float32, device=latent.device)
-    return torch.einsum("...lxy,lr -> ...rxy", latent.float(), coefs)
-
-
-def latents_to_preview_images(latents, sdxl: bool = False) -> list:
-    """A1111 ``single_sample_to_image`` with "Approx cheap" for each image of a (B, 4, h, w) batch: x*0.5+0.5,
-    clamped to [0, 1], times 255, truncated to uint8. The preview has the latent's size (1/8 of the image)."""
-    import torch
-    from PIL import Image
-
-    x = torch.clamp(cheap_approximation(latents, sdxl) * 0.5 + 0.5, min=0.0, max=1.0)
-    arr = (255.0 * x.permute(0, 2, 3, 1)).to(device="cpu", dtype=torch.uint8).numpy()
-    return [Image.fromarray(a) for a in arr]
-
-
 @dataclass
 class ProgressTracker:
     """What A1111's ``shared.state`` holds for /sdapi/v1/progress; written by the worker, read by anyone.
 
     The engine sets ``job_count``, ``job_no``, ``sampling_steps``, ``skipped`` and calls :meth:`step`; it reads
     ``interrupted`` and :meth:`should_stop`. ``options`` reads an option by key (the live-preview options);
-    ``model_arch`` names the architecture of the model being sampled ("SDXL" picks the SDXL preview coefficients).
+    ``model_arch`` names the architecture of the model being sampled ("SDXL" picks the SDXL preview decoders);
+    ``preview_decoder`` (webui.core.generation.previews.PreviewDecoder) turns latents into preview images by the
+    option ``show_progress_type``; None: a decoder without weight files or model (Approx cheap only).
     """
 
     options: Callable[[str], Any] = _option_defaults
     model_arch: Callable[[], str | None] = lambda: None
+    preview_decoder: Any = None
     job: str = ""
     job_count: int = 0
     _job_no: int = 0
@@ -182,8 +147,8 @@ class ProgressTracker:
         """The pipeline finished sampling step ``step`` (1-based) of ``steps``; ``latent`` is its denoised estimate.
 
         ``sampling_step`` holds A1111's 0-based index of that step (k-diffusion's ``i``). Every
-        ``show_progress_every_n_steps`` steps (A1111 store_latent) the worker turns the latent into the "Approx
-        cheap" preview, so readers never touch device tensors.
+        ``show_progress_every_n_steps`` steps (A1111 store_latent) the worker turns the latent into a preview image
+        (method ``show_progress_type``), so readers never touch device tensors.
         """
         self.sampling_step = max(0, step - 1)
         self.sampling_steps = steps
@@ -202,7 +167,12 @@ class ProgressTracker:
         if latent is None or getattr(latent, "ndim", 0) != 4 or latent.shape[1] != 4:
             return
         try:
-            images = latents_to_preview_images(latent.detach(), sdxl=str(self.model_arch() or "").startswith("SDXL"))
+            if self.preview_decoder is None:
+                from webui.core.generation.previews import PreviewDecoder
+
+                self.preview_decoder = PreviewDecoder()
+            images = self.preview_decoder.images(latent.detach(), str(self.options("show_progress_type")),
+                                                 sdxl=str(self.model_arch() or "").startswith("SDXL"))
             if self.options("show_progress_grid") and len(images) > 1:
                 from webui.core.io.images import image_grid
 
@@ -346,12 +316,15 @@ class JobQueue:
         self._records: OrderedDict[str, TaskRecord] = OrderedDict()
 
     def configure_previews(self, options: Callable[[str], Any] | None = None,
-                           model_arch: Callable[[], str | None] | None = None) -> None:
-        """Where the live previews read their options and the sampled model's architecture."""
+                           model_arch: Callable[[], str | None] | None = None, decoder: Any = None) -> None:
+        """Where the live previews read their options, the sampled model's architecture, and the decoder that makes
+        them (webui.core.generation.previews.PreviewDecoder: weight files, the model's VAE for "Full")."""
         if options is not None:
             self.progress.options = options
         if model_arch is not None:
             self.progress.model_arch = model_arch
+        if decoder is not None:
+            self.progress.preview_decoder = decoder
 
     # -- running -----------------------------------------------------------------------------------------------------
 
