@@ -139,6 +139,17 @@ class ModelManager:
     def current(self) -> ModelComponents | None:
         return self.cache.current
 
+    def loaded(self) -> list[ModelComponents]:
+        """The checkpoints in the cache now, least recently used first (the cluster reports them per replica).
+        Without the lock: a reader must not wait for a load in progress; a copy taken while the cache changes is
+        simply taken again."""
+        for _ in range(10):
+            try:
+                return list(self.cache._models.values())
+            except RuntimeError:  # changed during the copy
+                continue
+        return []
+
     def unload(self) -> None:
         with self._lock:
             self._keep(self.cache.evict(0))
