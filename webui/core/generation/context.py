@@ -84,7 +84,13 @@ class GenerationContext:
 
     @property
     def n_iter(self) -> int:
-        return self.request.n_iter
+        """The batch count: the request's, unless a plugin's ``process`` changed it (A1111 scripts set ``p.n_iter``:
+        Dynamic Prompts makes one batch per ``batch_size`` prompts it generated)."""
+        return self.__dict__.get("_n_iter", self.request.n_iter)
+
+    @n_iter.setter
+    def n_iter(self, value: int) -> None:
+        self.__dict__["_n_iter"] = int(value)
 
     @property
     def script_args(self) -> tuple:

@@ -120,10 +120,14 @@ class Engine:
             #    infotext entries known up front; face restoration checked; then the plugins' process step.
             self._setup_sampling(p)
             p.call_hook("process")
+            if progress is not None and p.n_iter != request.n_iter:
+                progress.job_count = p.n_iter * p.passes  # a plugin changed the batch count (Dynamic Prompts)
 
-            for it in range(request.n_iter):
+            for it in range(p.n_iter):
                 if p.interrupted():
                     break
+                if not p.all_prompts[it * p.batch_size:(it + 1) * p.batch_size]:
+                    break  # A1111: a plugin left fewer prompts than n_iter * batch_size (Dynamic Prompts)
                 if progress is not None:
                     progress.job_no = it * p.passes
                     progress.skipped = False
