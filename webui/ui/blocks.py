@@ -16,6 +16,7 @@ from webui.core.options import switch_checkpoint
 from webui.core.settings import OPTIONS_BY_KEY
 from webui.ui import common
 from webui.ui import components as c
+from webui.ui.tabs import extensions as extensions_tab
 from webui.ui.tabs import extras, img2img, merger, pnginfo, settings, train, txt2img
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ def build_ui(state) -> gr.Blocks:
                 state.plugins.call("on_ui_settings", settings=state.settings)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 sett = settings.build(state)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):  # A1111: last, after Settings
+                extensions_load, extensions_outputs = extensions_tab.build(state)
         _wire_paste(state, t2i)
         _wire_paste(state, i2i)
         _wire_send(state, tabs, t2i, i2i, ext, png)
@@ -90,6 +93,7 @@ def build_ui(state) -> gr.Blocks:
             return [*top.load_values(), *sett.load_values(), _notices_html(state)]
 
         demo.load(on_load, None, loads, show_progress="hidden")
+        demo.load(extensions_load, None, extensions_outputs, show_progress="hidden")
     return demo
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -138,44 +136,23 @@ def script_info(request: Request) -> list[ScriptInfo]:
     return out
 
 
-def _git(path: str, *args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, timeout=10, check=True,
-                             stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def read_extension(path: str, enabled: bool) -> ExtensionItem | None:
-    """A1111 Extension.read_info_from_repo: a git checkout with an ``origin`` remote on a branch, else None (A1111
-    leaves such extensions -- no repository, no remote, detached HEAD -- out of /extensions)."""
-    if not os.path.exists(os.path.join(path, ".git")):
-        return None
-    remote = _git(path, "config", "--get", "remote.origin.url")
-    commit = _git(path, "rev-parse", "HEAD")
-    branch = _git(path, "symbolic-ref", "--short", "-q", "HEAD")
-    date = _git(path, "log", "-1", "--format=%ct")
-    if not remote or not commit or not branch or not date:
-        return None
-    return ExtensionItem(name=os.path.basename(path), remote=remote, branch=branch, commit_hash=commit,
-                         version=commit[:8], commit_date=date, enabled=enabled)
-
-
 def extensions(request: Request) -> list[ExtensionItem]:
-    """GET /sdapi/v1/extensions: the git-checkout extensions in the extensions folder, by name."""
-    config = _state(request).config
-    folder = config.extensions_dir
-    if not os.path.isdir(folder) or shutil.which("git") is None:
-        return []
-    enabled = not (config.disable_all_extensions or config.disable_extra_extensions)
+    """GET /sdapi/v1/extensions (A1111 get_extensions_list): the extension folders listed afresh (an extension
+    installed since the start is there), each one's git info read, and those with a remote reported -- A1111's
+    ``ext.remote is not None``, which leaves out built-ins (A1111 never reads their git info) and folders that are
+    not clones. ``enabled`` is "not in disabled_extensions", as A1111's list_extensions sets it."""
+    from webui.plugins.extensions import discover
+
+    state = _state(request)
     items = []
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if os.path.isdir(path) and not name.startswith("."):
-            item = read_extension(path, enabled)
-            if item is not None:
-                items.append(item)
+    for ext in discover(state.config, state.settings).all:
+        ext.read_info_from_repo()
+        if ext.remote is None or ext.branch is None:  # A1111: a detached HEAD fails its read, remote None
+            continue
+        items.append(ExtensionItem(name=ext.name, remote=ext.remote, branch=ext.branch,
+                                   commit_hash=ext.commit_hash, version=ext.version,
+                                   commit_date=str(ext.commit_date) if ext.commit_date is not None else "",
+                                   enabled=ext.enabled))
     return items
 
 

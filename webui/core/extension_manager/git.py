@@ -18,7 +18,16 @@ LOCAL_TIMEOUT = 10
 
 
 class GitError(RuntimeError):
-    """A git command failed; the message is git's own last line (what the user needs to see)."""
+    """A git command failed; the message is git's own (its first "fatal:" / "error:" line)."""
+
+
+def _message(output: str, fallback: str) -> str:
+    """git's error line: the first "fatal:" or "error:" line (git adds hints after it), else the last line."""
+    lines = [line.strip() for line in (output or "").strip().splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else fallback
 
 
 def run_git(path: str | None, *args: str, timeout: float = LOCAL_TIMEOUT) -> str:
@@ -33,9 +42,7 @@ def run_git(path: str | None, *args: str, timeout: float = LOCAL_TIMEOUT) -> str
     except subprocess.TimeoutExpired as e:
         raise GitError(f"git {args[0]} took longer than {timeout:g} s (is the remote reachable?)") from e
     if out.returncode != 0:
-        lines = [line for line in (out.stderr or out.stdout or "").strip().splitlines() if line.strip()]
-        message = lines[-1].strip() if lines else f"exit status {out.returncode}"
-        raise GitError(f"git {args[0]} failed: {message}")
+        raise GitError(f"git {args[0]} failed: {_message(out.stderr or out.stdout, f'exit status {out.returncode}')}")
     return out.stdout.strip()
 
 
@@ -62,8 +69,7 @@ def check_updates(path: str) -> UpdateStatus:
     except subprocess.TimeoutExpired:
         return UpdateStatus(False, "unknown (remote error)", f"the remote did not answer in {NETWORK_TIMEOUT} s")
     if out.returncode != 0:
-        lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
-        return UpdateStatus(False, "unknown (remote error)", lines[-1].strip() if lines else "git fetch failed")
+        return UpdateStatus(False, "unknown (remote error)", _message(out.stderr, "git fetch failed"))
     # git fetch --dry-run lists the refs it would update (" abc..def  main -> origin/main") after the "From" line
     if any("->" in line for line in out.stderr.splitlines()):
         return UpdateStatus(True, "new commits")
