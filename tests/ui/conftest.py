@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_PACKAGE = "chromium"
+EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
+EMOJI_FONT_PACKAGE = "fonts-noto-color-emoji"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
@@ -22,13 +25,14 @@ VIEWPORT = {"width": 1400, "height": 1000}
 
 
 def _ensure_chromium() -> str:
-    """/usr/bin/chromium, installing Debian's package when it is missing and we are root (as ./run-tests.sh does)."""
-    if os.path.exists(CHROMIUM):
-        return CHROMIUM
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+    """/usr/bin/chromium, installing Debian's package when it is missing and we are root (as ./run-tests.sh does);
+    likewise Debian's colour emoji font, so the emoji buttons render in the screenshots instead of empty boxes."""
+    missing = [pkg for pkg, path in ((CHROMIUM_PACKAGE, CHROMIUM), (EMOJI_FONT_PACKAGE, EMOJI_FONT))
+               if not os.path.exists(path)]
+    if missing and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=True, env=env,
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=True, env=env,
                        stdout=subprocess.DEVNULL)
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: run ./run-tests.sh (it installs Debian's chromium) or, as root, "

@@ -20,6 +20,7 @@ import gradio as gr
 from webui.core.io.files import output_dir, under_data_dir
 from webui.plugins.scripts import run_generation
 from webui.ui import common
+from webui.ui import styles as ui_styles
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,6 @@ def hires_upscalers(state) -> list[str]:
     return [*LATENT_UPSCALE_MODES, *[n for n in upscaler_names(state) if n not in LATENT_UPSCALE_MODES]]
 
 
-def style_names(state) -> list[str]:
-    return [s.name for s in state.styles.list()] if state.styles is not None else []
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # the prompt row
 # --------------------------------------------------------------------------------------------------------------------
@@ -136,6 +133,7 @@ class Toprow:
     token_counter: Any
     negative_token_counter: Any
     task_id: Any
+    styles_dialog: Any = None  # webui.ui.styles.StylesUi
 
 
 def toprow(state, form: common.Form, tab: str) -> Toprow:
@@ -160,20 +158,14 @@ def toprow(state, form: common.Form, tab: str) -> Toprow:
                 clear = gr.Button("🗑️", elem_id=f"{tab}_clear_prompt", min_width=40, scale=0, elem_classes=["tool"])
                 apply_styles = gr.Button("📋", elem_id=f"{tab}_style_apply", min_width=40, scale=0,
                                          elem_classes=["tool"])
-            styles = form.add("styles", gr.Dropdown(label="Styles", choices=style_names(state), value=[],
-                                                    multiselect=True, elem_id=f"{tab}_styles"))
+            styles, edit_styles = ui_styles.dropdown_row(state, form, tab)
+    styles_dialog = ui_styles.dialog(state, tab, styles, edit_styles, prompt, negative)
     task_id = gr.Textbox(visible=False, elem_id=f"{tab}_task_id")
     row = Toprow(prompt, negative, styles, generate, interrupt, skip, paste, clear, apply_styles, token_counter,
-                 negative_counter, task_id)
+                 negative_counter, task_id, styles_dialog)
 
-    def apply(prompt_text, negative_text, chosen):
-        """A1111's 📋: write the chosen styles into the prompts and clear the selection."""
-        if not chosen or state.styles is None:
-            return gr.update(), gr.update(), gr.update()
-        return (state.styles.apply_styles_to_prompt(prompt_text, chosen),
-                state.styles.apply_negative_styles_to_prompt(negative_text, chosen), [])
-
-    apply_styles.click(apply, [prompt, negative, styles], [prompt, negative, styles], show_progress="hidden")
+    apply_styles.click(lambda p, n, s: ui_styles.materialize(state, p, n, s), [prompt, negative, styles],
+                       [prompt, negative, styles], show_progress="hidden")
     clear.click(lambda: ("", ""), None, [prompt, negative], show_progress="hidden")
     interrupt.click(lambda t: _interrupt(state, t), [task_id], None, show_progress="hidden", concurrency_limit=None,
                     queue=False)

@@ -1,0 +1,158 @@
+"""What A1111 users use between two generations (issue 21), in headless Chromium against the real app: the styles
+editor, pasting an infotext whose settings go to "Override settings", the Extra Networks cards and their metadata
+editor, progress that survives a page reload, ui-config.json defaults.
+
+One server for the module, over a data dir holding the tiny SD1 checkpoint, two styles files (one matched by a
+pattern), and network files; each test reads what a user sees and the files the server wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.ui.conftest import VIEWPORT, screenshot
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def page_server(models_root, tmp_path_factory):
+    """(base_url, app, data_dir) with styles in styles.csv and in styles-extra.csv (given as a pattern)."""
+    from tests.api.live_server import data_dir_with, live_server
+
+    data = data_dir_with(tmp_path_factory.mktemp("page-data"), models_root, "tiny-sd15.safetensors")
+    (data / "config.json").write_text('{"sd_model_checkpoint": "tiny-sd15.safetensors"}')
+    (data / "styles.csv").write_text('name,prompt,negative_prompt\nbase,"{prompt}, masterpiece",lowres\n',
+                                     encoding="utf-8-sig")
+    (data / "styles-extra.csv").write_text("name,prompt,negative_prompt\nextra,watercolor,photo\n",
+                                           encoding="utf-8-sig")
+    argv = ["--api", "--data-dir", str(data), "--styles-file", str(data / "styles.csv"),
+            "--styles-file", str(data / "styles-*.csv")]
+    with live_server(argv) as (url, app):
+        yield url, app, data
+
+
+@pytest.fixture
+def page(browser, page_server):
+    context = browser.new_context(viewport=VIEWPORT)
+    p = context.new_page()
+    p.set_default_timeout(60_000)
+    p.errors = []
+    p.on("pageerror", lambda e: p.errors.append(str(e)))
+    p.goto(page_server[0] + "/")
+    p.wait_for_selector("#txt2img_prompt textarea")
+    try:
+        yield p
+    finally:
+        context.close()
+
+
+def read_styles(path) -> dict[str, tuple[str, str]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return {r["name"]: (r["prompt"], r["negative_prompt"]) for r in csv.DictReader(f)}
+
+
+def dropdown_options(page, elem_id: str) -> list[str]:
+    page.locator(f"#{elem_id} input").first.click()
+    options = page.locator(f"#{elem_id} li[role=option]")
+    expect(options.first).to_be_visible()
+    names = [o.get_attribute("aria-label") for o in options.all()]
+    page.keyboard.press("Escape")
+    return names
+
+
+def pick_style(page, name: str) -> None:
+    box = page.locator("#txt2img_styles_edit_select input").first
+    box.fill(name)
+    box.press("Enter")
+
+
+# -- 2. styles editor ------------------------------------------------------------------------------------------------
+
+
+def test_styles_editor_saves_edits_deletes_and_applies(page, page_server):
+    _, _, data = page_server
+    assert dropdown_options(page, "txt2img_styles") == ["base", "extra"]
+    page.fill("#txt2img_prompt textarea", "a lighthouse, {prompt}")
+    page.fill("#txt2img_neg_prompt textarea", "blurry")
+    page.click("#txt2img_styles_edit_button")
+    expect(page.locator("#txt2img_styles_dialog")).to_be_visible()
+
+    # a new style from the current prompt (📝), saved into the first (main) styles file
+    pick_style(page, "my style")
+    page.click("#txt2img_style_copy")
+    expect(page.locator("#txt2img_edit_style_prompt textarea")).to_have_value("a lighthouse, {prompt}")
+    page.fill("#txt2img_edit_style_neg_prompt textarea", "blurry, ugly")
+    page.click("#txt2img_edit_style_save")
+    expect(page.locator("#txt2img_edit_style_delete")).to_be_visible()
+    _wait_for(lambda: "my style" in read_styles(data / "styles.csv"))
+    assert read_styles(data / "styles.csv")["my style"] == ("a lighthouse, {prompt}", "blurry, ugly")
+    assert "my style" not in read_styles(data / "styles-extra.csv")
+    assert not list(data.glob(".styles.csv.*.tmp"))  # written through a temporary file, moved over
+    assert dropdown_options(page, "txt2img_styles") == ["base", "extra", "my style"]
+
+    # editing a style of the second file writes it back to that file
+    pick_style(page, "extra")
+    expect(page.locator("#txt2img_edit_style_prompt textarea")).to_have_value("watercolor")
+    page.fill("#txt2img_edit_style_prompt textarea", "oil painting")
+    page.click("#txt2img_edit_style_save")
+    _wait_for(lambda: read_styles(data / "styles-extra.csv")["extra"] == ("oil painting", "photo"))
+    assert "extra" not in read_styles(data / "styles.csv")
+
+    # delete (after the confirm), then apply the selected styles to the prompts (📋)
+    page.once("dialog", lambda d: d.accept())
+    pick_style(page, "base")
+    expect(page.locator("#txt2img_edit_style_delete")).to_be_visible()
+    page.click("#txt2img_edit_style_delete")
+    _wait_for(lambda: "base" not in read_styles(data / "styles.csv"))
+    assert dropdown_options(page, "txt2img_styles") == ["extra", "my style"]
+    box = page.locator("#txt2img_styles input").first
+    box.fill("my style")
+    box.press("Enter")
+    page.keyboard.press("Escape")
+    expect(page.locator("#txt2img_styles")).to_contain_text("my style")
+    page.fill("#txt2img_prompt textarea", "a boat")
+    page.click("#txt2img_style_apply_dialog")
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value("a lighthouse, a boat")
+    expect(page.locator("#txt2img_neg_prompt textarea")).to_have_value("blurry, blurry, ugly")
+    screenshot(page, "styles_editor")
+    page.click("#txt2img_edit_style_close")
+    expect(page.locator("#txt2img_styles_dialog")).to_be_hidden()
+    assert not page.errors, page.errors
+
+
+def _wait_for(check, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except (OSError, KeyError):
+            pass
+        if time.time() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+
+# -- 6. emoji ------------------------------------------------------------------------------------------------------
+
+
+def test_emoji_buttons_render_in_colour(page):
+    """The tool buttons' emoji (🔄 📋 🖌️ ...) are drawn by a colour emoji font (Debian's fonts-noto-color-emoji,
+    installed by run-tests.sh), not as the grey boxes Chromium draws without one: the button's pixels hold colour."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    for elem_id in ("refresh_sd_model_checkpoint", "txt2img_styles_edit_button", "txt2img_paste"):
+        shot = Image.open(io.BytesIO(page.locator(f"#{elem_id}").screenshot())).convert("RGB")
+        rgb = np.asarray(shot).astype(int)
+        saturation = rgb.max(axis=2) - rgb.min(axis=2)
+        assert (saturation > 40).sum() > 20, f"#{elem_id}: no coloured pixels, the emoji font is missing"
+    screenshot(page, "txt2img_emoji")
