@@ -100,7 +100,21 @@ def build_app(config: Config, state: AppState | None = None) -> FastAPI:
         def root():
             return RedirectResponse("docs")
 
+    # A1111 extensions' app_started callbacks (demo, app): the page exists; their routes must come before the
+    # page's catch-all mount at / to be reachable
+    state.plugins.call("on_app_mounted", app=app, state=state, demo=getattr(app.state, "gradio_blocks", None))
+    _page_mount_last(app)
     return app
+
+
+def _page_mount_last(app: FastAPI) -> None:
+    """Move the gradio page's mount (path "/") after every route, so routes added after it are served."""
+    from starlette.routing import Mount
+
+    routes = app.router.routes
+    mounts = [r for r in routes if isinstance(r, Mount) and r.path in ("", "/")]
+    if mounts:
+        routes[:] = [r for r in routes if r not in mounts] + mounts
 
 
 def mount_ui(app: FastAPI, state: AppState, *, users: dict[str, str]) -> None:
@@ -109,7 +123,7 @@ def mount_ui(app: FastAPI, state: AppState, *, users: dict[str, str]) -> None:
     its file routes and its queue; the /sdapi API keeps its own --api-auth."""
     import gradio as gr
 
-    from webui.ui.blocks import CSS, build_ui, page_head
+    from webui.ui.blocks import CSS, build_ui, extension_css, page_head
 
     demo = build_ui(state)
     demo.queue(default_concurrency_limit=None)
@@ -122,8 +136,8 @@ def mount_ui(app: FastAPI, state: AppState, *, users: dict[str, str]) -> None:
         mcp_server=False,
         run_history=False,
         footer_links=["api", "settings"],
-        css=CSS,
-        head=page_head(),
+        css=CSS + extension_css(state),
+        head=page_head(state),
         server_name=state.config.server_host,
         server_port=state.config.effective_port,
     )

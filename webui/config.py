@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="allow installing extensions even with --listen/--share/--server-name")
     behaviour.add_argument("--disable-all-extensions", action="store_true", help="load no extensions")
     behaviour.add_argument("--disable-extra-extensions", action="store_true", help="load only built-in extensions")
+    behaviour.add_argument("--run-extension-installers", action="store_true",
+                           help="run the extensions' install.py at start (never by default; ignored when $CI is set)")
 
     device = p.add_argument_group("device")
     device.add_argument("--use-cpu", nargs="+", type=str.lower, default=[],
@@ -297,6 +299,7 @@ class Config:
     enable_insecure_extension_access: bool = False
     disable_all_extensions: bool = False
     disable_extra_extensions: bool = False
+    run_extension_installers: bool = False
 
     # device
     use_cpu: tuple[str, ...] = ()
@@ -308,6 +311,10 @@ class Config:
     device_id: str | None = None
 
     extra_flags: tuple[tuple[str, Any], ...] = ()
+    # flags the extensions' preload.py added (dest, value), and the preloads that failed
+    # (extension name, stage, file, message, traceback)
+    extension_flags: tuple[tuple[str, Any], ...] = ()
+    extension_preload_errors: tuple[tuple[str, Any], ...] = ()
 
     # ---- derived values ---------------------------------------------------------------------------------------
 
@@ -435,6 +442,8 @@ class Config:
             else:
                 value = getattr(self, dest)
             flags[dest] = list(value) if isinstance(value, tuple) else value
+        for dest, value in self.extension_flags:  # added by extensions' preload.py, after ours (A1111's order)
+            flags[dest] = list(value) if isinstance(value, tuple) else value
         return flags
 
 
@@ -469,6 +478,7 @@ def parse(
     all_args = args + env_args
 
     parser = build_parser()
+    preload_errors = _preload_extensions(parser, all_args, install_dir)
     try:
         if env.get("IGNORE_CMD_ARGS_ERRORS") is not None:
             ns, _unknown = parser.parse_known_args(all_args)
@@ -480,7 +490,35 @@ def parse(
                               f"COMMANDLINE_ARGS={env_args_text!r})") from None
         raise
 
-    return _config_from_namespace(ns, install_dir=install_dir)
+    config = _config_from_namespace(ns, install_dir=install_dir)
+    ours = {a.dest for a in build_parser()._actions}
+    added = tuple((a.dest, _freeze(getattr(ns, a.dest))) for a in parser._actions
+                  if a.dest not in ours and hasattr(ns, a.dest))
+    if added or preload_errors:
+        import dataclasses
+
+        config = dataclasses.replace(config, extension_flags=added, extension_preload_errors=tuple(
+            (name, r.stage, r.file, r.message, r.traceback) for name, r in preload_errors))
+    return config
+
+
+def _preload_extensions(parser: argparse.ArgumentParser, args: list[str], install_dir: str | None) -> list:
+    """A1111 shared_cmd_options.py: the extensions' ``preload(parser)`` add their flags before argv is parsed. The
+    folders come from a first look at --data-dir / --ui-settings-file and the disable flags."""
+    from webui.plugins.extension_loader import preload_extensions
+
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("--data-dir", "--ui-settings-file"):
+        pre.add_argument(flag, type=str, default=None)
+    for flag in ("--disable-all-extensions", "--disable-extra-extensions"):
+        pre.add_argument(flag, action="store_true")
+    ns, _ = pre.parse_known_args(args)
+    install = os.path.abspath(install_dir) if install_dir is not None else default_install_dir()
+    data_dir = _abs(ns.data_dir) or install
+    return preload_extensions(
+        parser, extensions_dir=os.path.join(data_dir, "extensions"), install_dir=install,
+        settings_file=_abs(ns.ui_settings_file) or os.path.join(data_dir, "config.json"),
+        disable_all=ns.disable_all_extensions, disable_extra=ns.disable_extra_extensions)
 
 
 def _abs(path: str | None) -> str | None:
@@ -543,6 +581,7 @@ def _config_from_namespace(ns: argparse.Namespace, *, install_dir: str | None) -
         enable_insecure_extension_access=ns.enable_insecure_extension_access,
         disable_all_extensions=ns.disable_all_extensions,
         disable_extra_extensions=ns.disable_extra_extensions,
+        run_extension_installers=ns.run_extension_installers,
         use_cpu=tuple(ns.use_cpu),
         precision=ns.precision,
         no_half=ns.no_half,

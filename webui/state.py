@@ -51,6 +51,7 @@ class AppState:
     upscalers: Any = None  # webui.core.postprocess.upscalers.UpscalerRegistry
     face_restorers: Any = None  # webui.core.postprocess.face_restore.FaceRestorers
     extensions: Any = None  # webui.plugins.extensions.ExtensionSet: extensions/ and extensions-builtin/ (issue 15)
+    compat: Any = None  # webui.compat.runtime.CompatRuntime: what A1111 extensions registered (callbacks), when loaded
     demo_notice: str | None = None
     notices: list = field(default_factory=list)  # start-up problems shown on the page (bad checkpoint files, ...)
     server: ServerControl = field(default_factory=ServerControl)
@@ -128,13 +129,19 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         face_restorers=face_restorers,
         plugins=plugins,
     )
-    return AppState(
+    state = AppState(
         config=config, settings=settings, registry=registry, vae_registry=vae_registry, engine=engine,
         queue=JobQueue(), plan=plan, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
         styles=styles, plugins=plugins, scripts_txt2img=scripts_txt2img, scripts_img2img=scripts_img2img,
         upscalers=upscalers, face_restorers=face_restorers,
         demo_notice=demo_notice,
     )
+    # A1111 extensions (extensions/, extensions-builtin/): their scripts join the runners above, their callbacks
+    # the plugins; the A1111 API they import is bound to this state. Failures are recorded, never fatal.
+    from webui.plugins.extension_loader import load_extensions
+
+    load_extensions(state)
+    return state
 
 
 def preload_model(state: AppState) -> None:

@@ -15,7 +15,7 @@ import math
 from typing import TYPE_CHECKING, Any, Protocol
 
 from webui.core.models.registry import CheckpointNotFound
-from webui.core.settings import OPTIONS_BY_KEY, Option, Settings, UnknownOption
+from webui.core.settings import Option, Settings, UnknownOption
 
 if TYPE_CHECKING:
     from webui.core.generation.engine import Engine
@@ -161,10 +161,10 @@ def changed_options(body: dict[str, Any], *, settings: Settings, flags: FreezeFl
     """
     out: dict[str, Any] = {}
     for key in body:
-        if key not in OPTIONS_BY_KEY:
+        if not settings.has(key):
             raise UnknownOption(key)
     for key, value in body.items():
-        opt = OPTIONS_BY_KEY[key]
+        opt = settings.option(key)
         if opt.api_restricted or opt.display_only:
             continue
         if flags.hide_ui_dir_config and key in HIDE_UI_DIR_CONFIG_KEYS:

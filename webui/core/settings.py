@@ -31,6 +31,11 @@ class Option:
     step: float | None = None
     api_restricted: bool = False  # readable, not settable through the API (A1111's restrict_api)
     display_only: bool = False  # HTML explanation entries
+    info: str | None = None  # the hint under the control (A1111 OptionInfo.info); extension options set it
+    needs_reload_ui: bool = False  # A1111 OptionInfo.needs_reload_ui(): the Settings tab says so
+    section_title: str | None = None  # the page title of a section the table does not know (an extension's)
+    kind: str | None = None  # the control an extension asked for (checkbox, slider, radio, dropdown, textbox, ...)
+    extension: str | None = None  # the extension that added the option (None: ours)
 
 
 def _opts(section: str, *rows: tuple) -> list[Option]:
@@ -335,31 +340,64 @@ class UnknownOption(KeyError):
 
 @dataclass
 class Settings:
-    """The stored options: registered keys only, values as stored (ints stay ints, as checked against A1111)."""
+    """The stored options: registered keys only, values as stored (ints stay ints, as checked against A1111).
+
+    ``extra_options`` are the options extensions added at start (A1111 ``opts.add_option`` in on_ui_settings): this
+    instance's schema is ``OPTIONS`` + those, so two apps in one process never share an extension's option. Values
+    config.json holds for keys nobody registered (an extension that is disabled today) are kept in ``unregistered``
+    and written back on save, as A1111 keeps them in ``opts.data``; registering the key later picks the value up.
+    """
 
     path: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
+    extra_options: dict[str, Option] = field(default_factory=dict)
+    unregistered: dict[str, Any] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | None) -> "Settings":
         values: dict[str, Any] = {}
+        unregistered: dict[str, Any] = {}
         if path and os.path.exists(path):
             try:
                 with open(path, encoding="utf-8") as f:
                     stored = json.load(f)
                 values = {k: v for k, v in stored.items() if k in OPTIONS_BY_KEY}
+                unregistered = {k: v for k, v in stored.items() if k not in OPTIONS_BY_KEY}
             except (OSError, ValueError) as e:
                 log.warning("could not read settings %s (%s); using defaults", path, e)
-        return cls(path=path, values=values)
+        return cls(path=path, values=values, unregistered=unregistered)
+
+    def option(self, key: str) -> Option:
+        """The schema entry of ``key`` (ours or an extension's); UnknownOption when neither has it."""
+        opt = OPTIONS_BY_KEY.get(key) or self.extra_options.get(key)
+        if opt is None:
+            raise UnknownOption(key)
+        return opt
+
+    def options(self) -> list[Option]:
+        """This instance's schema in order: the table, then extension options in the order they were added."""
+        return [*OPTIONS, *self.extra_options.values()]
+
+    def has(self, key: str) -> bool:
+        return key in OPTIONS_BY_KEY or key in self.extra_options
+
+    def add_option(self, opt: Option) -> None:
+        """Register an extension's option (A1111 ``opts.add_option``): a key of the table is never replaced; a
+        stored value from config.json becomes its value."""
+        if opt.key in OPTIONS_BY_KEY:
+            raise ValueError(f"option {opt.key!r} already exists")
+        with self._lock:
+            self.extra_options[opt.key] = opt
+            if opt.key in self.unregistered:
+                self.values[opt.key] = self.unregistered.pop(opt.key)
 
     def get(self, key: str) -> Any:
-        if key not in OPTIONS_BY_KEY:
-            raise UnknownOption(key)
-        return self.values.get(key, OPTIONS_BY_KEY[key].default)
+        opt = self.option(key)
+        return self.values.get(key, opt.default)
 
     def __getattr__(self, key: str) -> Any:  # opts.samples_format, as A1111 code reads options
-        if key.startswith("_") or key in ("path", "values"):
+        if key.startswith("_") or key in ("path", "values", "extra_options", "unregistered"):
             raise AttributeError(key)
         try:
             return self.get(key)
@@ -369,21 +407,21 @@ class Settings:
     def all(self) -> dict[str, Any]:
         """Every registered key with its current value, in table order (GET /sdapi/v1/options)."""
         with self._lock:
-            return {o.key: self.values.get(o.key, o.default) for o in OPTIONS}
+            return {o.key: self.values.get(o.key, o.default) for o in self.options()}
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Settings":
         """An effective copy for one request; unknown keys raise :class:`UnknownOption`."""
         if not overrides:
             return self
         for key in overrides:
-            if key not in OPTIONS_BY_KEY:
+            if not self.has(key):
                 raise UnknownOption(key)
         with self._lock:
-            return Settings(path=None, values={**self.values, **dict(overrides)})
+            return Settings(path=None, values={**self.values, **dict(overrides)}, extra_options=self.extra_options)
 
     def set(self, key: str, value: Any) -> bool:
         """Store one value (no save). Returns whether it changed."""
-        if key not in OPTIONS_BY_KEY:
+        if not self.has(key):
             raise UnknownOption(key)
         with self._lock:
             if self.get(key) == value and key in self.values:
@@ -396,8 +434,8 @@ class Settings:
         if not self.path:
             return
         with self._lock:
-            data = json.dumps(self.all(), indent=4, ensure_ascii=False)
+            data = json.dumps({**self.all(), **self.unregistered}, indent=4, ensure_ascii=False)
         atomic_write(self.path, data)
 
     def keys(self) -> Iterable[str]:
-        return OPTIONS_BY_KEY.keys()
+        return [o.key for o in self.options()]

@@ -21,7 +21,7 @@ The shape other parts read (the Extensions tab, ``/sdapi/v1/extensions``), kept 
     ``path``            absolute folder path.
     ``is_builtin``      lives in ``extensions-builtin/``.
     ``enabled``         not listed in the ``disabled_extensions`` option (read at start).
-    ``loaded``          its scripts were imported at this start (active and enabled).
+    ``loaded``          active at this start: its files were imported (what failed is in ``errors``).
     ``remote``, ``branch``, ``commit_hash``, ``commit_date`` (unix seconds, int), ``version`` (commit_hash[:8]):
                         from git when the folder is a checkout, filled by :meth:`Extension.read_info_from_repo` (lazy,
                         as A1111; built-ins are not read). None / "" otherwise.

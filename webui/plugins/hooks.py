@@ -139,6 +139,23 @@ def on_app_started(app, state, add_api_route):
 
 
 @hookspec
+def on_app_mounted(app, state, demo):
+    """The app is complete (``demo``: the page's gradio Blocks, None with --nowebui), with or without --api; routes
+    added here are served before the page (A1111 app_started_callback(demo, app) for extensions' callbacks)."""
+
+
+@hookspec
+def on_before_ui(state):
+    """Before the page is built (A1111 before_ui_callback)."""
+
+
+@hookspec
+def on_ui_components(state, components):
+    """Every component of the page just built, as ``(component, kwargs)`` in page order, called inside the page's
+    Blocks so that listeners can be attached (A1111 before_component / after_component callbacks)."""
+
+
+@hookspec
 def on_ui_tabs(state):
     """Extra top-level tabs: return a list of ``(gradio Blocks, title, elem_id)`` (A1111 ui_tabs_callback)."""
 

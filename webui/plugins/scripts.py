@@ -85,6 +85,11 @@ class Script:
     def ui(self, is_img2img: bool) -> list[ScriptArg]:
         return []
 
+    def script_arg_list(self, is_img2img: bool) -> list[ScriptArg] | None:
+        """The script's controls as ScriptArgs (what the runner and /script-info read): ``ui()`` here; A1111
+        extension scripts (``webui.compat``) turn the gradio components their ui() makes into ScriptArgs."""
+        return self.ui(is_img2img)
+
     def run(self, p, *args):
         """The selected script's job: change ``p`` and call ``process_images(p)`` as often as it needs; return a
         Processed (or None, and the job returns nothing)."""
@@ -149,13 +154,31 @@ class ScriptRunner:
 
     def __init__(self, scripts: list[Script], is_img2img: bool):
         self.is_img2img = is_img2img
+        self._build(list(scripts))
+
+    def extend(self, scripts: list[Script]) -> list[Script]:
+        """Add scripts after the present ones (an extension's, loaded after the built-ins, as A1111 orders them)
+        and recompute every position. A script whose ``show`` or ``ui`` raises is left out and returned."""
+        return self._build([*self._given, *scripts])
+
+    def _build(self, scripts: list[Script]) -> list[Script]:
+        self._given = scripts
+        failed: list[Script] = []
         self.scripts: list[Script] = []
         self.alwayson_scripts: list[Script] = []
         self.selectable_scripts: list[Script] = []
         self.inputs: list[ScriptArg | None] = [None]  # 0: the Script dropdown
+        is_img2img = self.is_img2img
         for script in scripts:
             script.is_txt2img, script.is_img2img = not is_img2img, is_img2img
-            visibility = script.show(is_img2img)
+            try:
+                visibility = script.show(is_img2img)
+            except Exception as e:
+                if getattr(script, "extension", None) is None:
+                    raise
+                script.extension.report("script show()", script.filename, e)
+                failed.append(script)
+                continue
             if visibility is AlwaysVisible:
                 script.alwayson = True
                 self.alwayson_scripts.append(script)
@@ -166,10 +189,26 @@ class ScriptRunner:
                 continue
             self.scripts.append(script)
         for script in [*self.alwayson_scripts, *self.selectable_scripts]:  # A1111's order of ui creation
-            args = list(script.ui(is_img2img) or [])
+            try:
+                args = list(script.script_arg_list(is_img2img) or [])
+            except Exception as e:
+                if getattr(script, "extension", None) is None:
+                    raise
+                # an extension's ui() that fails (or a control we cannot read): reported, the script left out
+                script.extension.report("script ui()", script.filename, e)
+                failed.append(script)
+                args = None
+            if args is None:
+                continue
             script.args_from = len(self.inputs)
             self.inputs.extend(args)
             script.args_to = len(self.inputs)
+        if failed:
+            self.scripts = [s for s in self.scripts if s not in failed]
+            self.alwayson_scripts = [s for s in self.alwayson_scripts if s not in failed]
+            self.selectable_scripts = [s for s in self.selectable_scripts if s not in failed]
+            self._given = [s for s in self._given if s not in failed]
+        return failed
 
     @property
     def titles(self) -> list[str]:
@@ -240,7 +279,17 @@ class AlwaysOnScripts:
         if not script_args:
             return
         for script in self.runners[p.is_img2img].alwayson_scripts:
-            getattr(script, method)(p, *extra, *script_args[script.args_from : script.args_to], **kwargs)
+            args = script_args[script.args_from : script.args_to]
+            extension = getattr(script, "extension", None)
+            if extension is None:
+                getattr(script, method)(p, *extra, *args, **kwargs)
+                continue
+            try:  # an A1111 extension's script: A1111 reports its failure and goes on with the others
+                getattr(script, method)(p, *extra, *args, **kwargs)
+            except Exception as e:
+                if getattr(e, "client_error", False):
+                    raise
+                extension.report(f"script {method}()", script.filename, e)
 
     @hookimpl
     def before_process(self, p):

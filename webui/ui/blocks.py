@@ -54,6 +54,8 @@ def quicksettings_keys(state) -> list[str]:
 
 def build_ui(state) -> gr.Blocks:
     """The whole page. Component values that depend on stored settings are refreshed on every page load."""
+    if state.plugins is not None:
+        state.plugins.call("on_before_ui", state=state)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         top = _top_bar(state)
         if state.demo_notice:
@@ -94,7 +96,19 @@ def build_ui(state) -> gr.Blocks:
 
         demo.load(on_load, None, loads, show_progress="hidden")
         demo.load(extensions_load, None, extensions_outputs, show_progress="hidden")
+        if state.plugins is not None:  # A1111 before/after_component callbacks, each component with its elem_id
+            state.plugins.call("on_ui_components", state=state, components=_page_components(demo))
     return demo
+
+
+def _page_components(demo) -> list:
+    """``(component, kwargs)`` for every component of the page, in page order (kwargs as A1111 passes them)."""
+    out = []
+    for block in list(demo.blocks.values()):
+        if isinstance(block, gr.components.Component):
+            out.append((block, {"elem_id": block.elem_id, "label": getattr(block, "label", None),
+                                "value": getattr(block, "value", None)}))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -280,17 +294,40 @@ def _plugin_tabs(state) -> list:
     return [tab for tabs in state.plugins.call("on_ui_tabs", state=state) for tab in tabs]
 
 
-def page_head() -> str:
-    """The page's own scripts (webui/ui/javascript/*.js, A1111's javascript/ folder), inlined into <head>."""
+def page_head(state=None) -> str:
+    """The page's own scripts (webui/ui/javascript/*.js, A1111's javascript/ folder), then the loaded extensions'
+    javascript/*.js in extension order (A1111's order: its own folder first, then each extension's), inlined."""
     import os
 
     folder = os.path.join(os.path.dirname(__file__), "javascript")
+    files = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".js")]
+    files += [path for ext in _loaded_extensions(state) for path in ext.javascript]
     scripts = []
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".js"):
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
                 scripts.append(f"<script>\n{f.read()}\n</script>")
+        except OSError as e:  # an extension file that went away: the page still loads
+            log.error("cannot read %s: %s", path, e)
     return "\n".join(scripts)
+
+
+def extension_css(state) -> str:
+    """The loaded extensions' style.css, in extension order, after the page's own CSS (A1111's order)."""
+    out = []
+    for ext in _loaded_extensions(state):
+        if ext.stylesheet:
+            try:
+                with open(ext.stylesheet, encoding="utf-8") as f:
+                    out.append(f"\n/* {ext.name} */\n{f.read()}")
+            except OSError as e:
+                log.error("cannot read %s: %s", ext.stylesheet, e)
+    return "".join(out)
+
+
+def _loaded_extensions(state) -> list:
+    extensions = getattr(state, "extensions", None) if state is not None else None
+    return [e for e in extensions.all if e.loaded] if extensions is not None else []
 
 
 def _notices_html(state) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from webui.core.options import changed_options, store_options, switch_checkpoint
-from webui.core.settings import OPTIONS, OPTIONS_BY_KEY, Option
+from webui.core.settings import OPTIONS, Option
 from webui.ui import common
 from webui.ui import components as c
 
@@ -45,14 +45,21 @@ SECTION_TITLES = {
 }
 
 
-def sections() -> list[tuple[str, list[Option]]]:
-    """(section id, its options) in table order."""
+def sections(settings=None) -> list[tuple[str, list[Option]]]:
+    """(section id, its options) in table order, then the sections extensions added (their options too)."""
     out: dict[str, list[Option]] = {}
-    for opt in OPTIONS:
+    for opt in (settings.options() if settings is not None else OPTIONS):
         if opt.section == "hidden":  # A1111's hidden options (section None) have no page
             continue
         out.setdefault(opt.section, []).append(opt)
     return list(out.items())
+
+
+def section_title(section: str, opts: list[Option]) -> str:
+    """A1111's title of a section; an extension's section carries its own (``OptionInfo(section=(id, title))``)."""
+    if section in SECTION_TITLES:
+        return SECTION_TITLES[section]
+    return next((o.section_title for o in opts if o.section_title), section)
 
 
 def choices_for(state, opt: Option) -> list | None:
@@ -65,7 +72,7 @@ def choices_for(state, opt: Option) -> list | None:
     if key == "sd_vae":
         return ["Automatic", "None", *state.vae_registry.names()]
     if key in ("quicksettings_list", "infotext_skip_pasting"):
-        return [o.key for o in OPTIONS] if key == "quicksettings_list" else None
+        return [o.key for o in state.settings.options()] if key == "quicksettings_list" else None
     if key == "hide_samplers":
         from webui.core.generation.samplers import sampler_names
 
@@ -78,10 +85,14 @@ def choices_for(state, opt: Option) -> list | None:
 def component_for(state, opt: Option):
     """The control A1111 shows for an option, chosen from its default's type, choices and range."""
     label, d = opt.label, opt.default
+    if opt.needs_reload_ui:
+        label = f"{label} (requires Reload UI)"
     elem_id = f"setting_{opt.key}"
     choices = choices_for(state, opt)
     if opt.display_only:
         return gr.HTML(f"<p>{common.plaintext_to_html(label)}</p>", elem_id=elem_id)
+    if opt.kind is not None:  # an extension's option names its control (A1111 OptionInfo.component)
+        return extension_component(opt, label, elem_id, choices)
     if isinstance(d, bool):
         return gr.Checkbox(label=label, value=d, elem_id=elem_id)
     if isinstance(d, list):
@@ -98,6 +109,28 @@ def component_for(state, opt: Option):
     return gr.Textbox(label=label, value="" if d is None else str(d), elem_id=elem_id)
 
 
+def extension_component(opt: Option, label: str, elem_id: str, choices):
+    """The control an extension's option asked for (``shared.OptionInfo(..., gr.Slider, {...})``), with its info."""
+    d, kind, info = opt.default, opt.kind, opt.info
+    if kind == "checkbox":
+        return gr.Checkbox(label=label, value=bool(d), info=info, elem_id=elem_id)
+    if kind == "slider":
+        return gr.Slider(label=label, minimum=opt.minimum if opt.minimum is not None else 0,
+                         maximum=opt.maximum if opt.maximum is not None else 100, step=opt.step or 1, value=d,
+                         info=info, elem_id=elem_id)
+    if kind == "number":
+        return gr.Number(label=label, value=d, info=info, elem_id=elem_id)
+    if kind == "radio":
+        return gr.Radio(label=label, choices=choices or [], value=d, info=info, elem_id=elem_id)
+    if kind in ("dropdown", "checkboxgroup"):
+        multi = kind == "checkboxgroup" or isinstance(d, list)
+        return gr.Dropdown(label=label, choices=choices or [], value=d, multiselect=multi, info=info,
+                           elem_id=elem_id)
+    if kind == "html":
+        return gr.HTML(str(d or ""), elem_id=elem_id)
+    return gr.Textbox(label=label, value="" if d is None else str(d), info=info, elem_id=elem_id)
+
+
 def stored_value(state, opt: Option) -> Any:
     """The stored value in the form its control holds (None -> "" in text boxes)."""
     value = state.settings.get(opt.key)
@@ -112,7 +145,7 @@ def apply(state, values: dict[str, Any]) -> str:
     checkpoint is loaded on the worker first and stored under its title."""
     body = {}
     for key, value in values.items():
-        opt = OPTIONS_BY_KEY[key]
+        opt = state.settings.option(key)
         if opt.display_only:
             continue
         if value == "" and opt.default is None:
@@ -140,7 +173,7 @@ def checked_changes(state, body: dict[str, Any]) -> dict[str, Any]:
 
 def build(state) -> c.TabUi:
     form = common.Form()
-    groups = sections()
+    groups = sections(state.settings)
     with gr.Row():
         submit = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
         reload = gr.Button("Reload UI", elem_id="settings_restart_gradio")
@@ -148,14 +181,14 @@ def build(state) -> c.TabUi:
     result = gr.HTML(elem_id="settings_result")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=180):
-            titles = [SECTION_TITLES.get(s, s) for s, _ in groups]
+            titles = [section_title(s, opts) for s, opts in groups]
             page = gr.Radio(titles, value=titles[0], label="Sections", elem_id="settings_sections")
             show_all = gr.Checkbox(label="Show all pages", value=False, elem_id="settings_show_all_pages")
         with gr.Column(scale=5):
             columns = []
             for i, (section, opts) in enumerate(groups):
                 with gr.Column(visible=i == 0, elem_id=f"settings_section_{section}") as col:
-                    gr.Markdown(f"### {SECTION_TITLES.get(section, section)}")
+                    gr.Markdown(f"### {section_title(section, opts)}")
                     for opt in opts:
                         comp = component_for(state, opt)
                         if not opt.display_only:
@@ -179,13 +212,13 @@ def build(state) -> c.TabUi:
             log.info("settings not applied: %s", e)
             return {result: common.error_html(e)}
         return {result: f"<div class='webui-notice'>{common.plaintext_to_html(text)}</div>",
-                **{form[k]: stored_value(state, OPTIONS_BY_KEY[k]) for k in keys}}
+                **{form[k]: stored_value(state, state.settings.option(k)) for k in keys}}
 
     submit.click(run, form.inputs(), [result, *outputs], show_progress="minimal")
-    defaults.click(lambda: [OPTIONS_BY_KEY[k].default if OPTIONS_BY_KEY[k].default is not None else ""
-                            for k in keys], None, outputs, show_progress="hidden", queue=False)
+    defaults.click(lambda: [state.settings.option(k).default if state.settings.option(k).default is not None
+                            else "" for k in keys], None, outputs, show_progress="hidden", queue=False)
     reload.click(None, None, None, js="() => { window.location.reload(); }")
     ui = c.TabUi(name=NAME, form=form, tab_id=NAME)
-    ui.load_values = lambda: [stored_value(state, OPTIONS_BY_KEY[k]) for k in keys]
+    ui.load_values = lambda: [stored_value(state, state.settings.option(k)) for k in keys]
     ui.load_outputs = outputs
     return ui

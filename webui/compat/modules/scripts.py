@@ -1,0 +1,159 @@
+"""A1111 ``modules.scripts``: the ``Script`` base class extensions subclass, ``AlwaysVisible``, ``basedir()``, the
+hook argument classes, and ``scripts_txt2img`` / ``scripts_img2img`` (the running app's script runners).
+
+An extension's Script is our :class:`webui.plugins.scripts.Script` with A1111's extras: its ``ui(is_img2img)``
+returns gradio components, which are created once, inside a scratch ``gr.Blocks`` at start, and read back as our
+``ScriptArg`` list (label, default, limits, choices): the API's /script-info and ``script_args`` positions and the
+page's controls come from that list, as for our own scripts. Events an extension wires between its components in
+``ui()`` are therefore not carried to the page (docs/extensions.md).
+"""
+
+from __future__ import annotations
+
+
+from webui.compat import binding
+from webui.core.generation.engine import (  # noqa: F401  A1111 names
+    PostprocessBatchListArgs,
+    PostprocessImageArgs,
+    PostSampleArgs,
+)
+from webui.core.generation.engine import PostprocessMaskOverlayArgs as PostProcessMaskOverlayArgs  # noqa: F401
+from pipelines.denoiser import MaskBlendArgs  # noqa: F401
+from webui.plugins import scripts as _ours
+from webui.plugins.scripts import AlwaysVisible, ScriptArg  # noqa: F401
+
+_MODULE = "modules.scripts"
+
+# gradio class name -> ScriptArg kind
+_KINDS = {
+    "slider": "slider", "number": "number", "checkbox": "checkbox", "inputaccordion": "checkbox",
+    "dropdown": "dropdown", "radio": "radio", "checkboxgroup": "checkboxgroup", "image": "image",
+    "html": "html", "file": "file", "textbox": "textbox", "state": "state", "colorpicker": "textbox",
+    "code": "textbox",
+}
+
+
+def basedir() -> str:
+    """The folder of the extension whose script is being imported, or whose code calls this (A1111 basedir())."""
+    from webui.compat.runtime import extension_of_stack, runtime
+
+    rt = runtime()
+    if rt.loading is not None:
+        return rt.loading.extension.path
+    found = extension_of_stack(rt.extensions)
+    return found[0].path if found else binding.current().config.install_dir
+
+
+class Script(_ours.Script):
+    """A1111's Script. Subclass it, override ``title``, ``show``, ``ui``, ``run`` or the always-on methods
+    (``process``, ``before_process_batch``, ``postprocess_image`` ...), as in A1111."""
+
+    filename = None
+    extension = None  # the Extension the class came from (set by the loader)
+    group = None
+    create_group = True
+    section = None
+    on_before_component_elem_id: list = []
+    on_after_component_elem_id: list = []
+
+    def ui(self, is_img2img):
+        return None
+
+    def script_arg_list(self, is_img2img):
+        """``ui()``'s gradio components as our ScriptArg list (None when ui() returns None)."""
+        import gradio as gr
+
+        with gr.Blocks(analytics_enabled=False):
+            components = self.ui(is_img2img)
+        if components is None:
+            return None
+        if isinstance(components, dict):
+            components = list(components.values())
+        return [script_arg_from(c) for c in components]
+
+    @property
+    def name(self) -> str:
+        return self.title().lower()
+
+    def describe(self) -> str:
+        return ""
+
+    def elem_id(self, item_id: str) -> str:
+        need_tabname = self.show(True) == self.show(False)
+        tabkind = "img2img" if self.is_img2img else "txt2img"
+        tabname = f"{tabkind}_" if need_tabname else ""
+        title = "".join(c if c.isalnum() or c == "_" else "" for c in self.title().lower().replace(" ", "_"))
+        return f"script_{tabname}{title}_{item_id}"
+
+    def before_component(self, component, **kwargs):
+        pass
+
+    def after_component(self, component, **kwargs):
+        pass
+
+
+def script_arg_from(component) -> ScriptArg:
+    """One gradio component as a ScriptArg: kind from its class, label, default value, limits and choices."""
+    cls = type(component).__name__.lower()
+    kind = _KINDS.get(cls)
+    if kind is None:
+        raise binding.missing("gradio component in Script.ui()", type(component).__name__)
+    choices = getattr(component, "choices", None)
+    if choices is not None:
+        choices = [c[1] if isinstance(c, (tuple, list)) and len(c) == 2 else c for c in choices]
+    value = getattr(component, "value", None)
+    if kind == "html":
+        value = value or ""
+    return ScriptArg(
+        label=getattr(component, "label", None) or "", value=value, kind=kind,
+        minimum=getattr(component, "minimum", None), maximum=getattr(component, "maximum", None),
+        step=getattr(component, "step", None), choices=choices, lines=getattr(component, "lines", 1) or 1,
+        multiselect=bool(getattr(component, "multiselect", False)), type=getattr(component, "type", "value")
+        if kind in ("dropdown", "radio", "checkboxgroup") else "value",
+        visible=getattr(component, "visible", True) is not False, info=getattr(component, "info", None),
+    )
+
+
+class _RunnerView:
+    """``scripts_txt2img`` / ``scripts_img2img``: the running app's runner with A1111's attribute names."""
+
+    def __init__(self, img2img: bool):
+        self._img2img = img2img
+
+    def _runner(self):
+        state = binding.current()
+        return state.scripts_img2img if self._img2img else state.scripts_txt2img
+
+    @property
+    def scripts(self):
+        return self._runner().scripts
+
+    @property
+    def alwayson_scripts(self):
+        return self._runner().alwayson_scripts
+
+    @property
+    def selectable_scripts(self):
+        return self._runner().selectable_scripts
+
+    @property
+    def titles(self):
+        return self._runner().titles
+
+    @property
+    def inputs(self):
+        return self._runner().inputs
+
+    def title_map(self):
+        return {s.title().lower(): s for s in self._runner().scripts}
+
+    def __getattr__(self, name):
+        raise binding.missing(f"{_MODULE}.scripts_{'img2img' if self._img2img else 'txt2img'}", name)
+
+
+scripts_txt2img = _RunnerView(False)
+scripts_img2img = _RunnerView(True)
+
+
+def __getattr__(name: str):
+    raise binding.missing(_MODULE, name)
