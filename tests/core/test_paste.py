@@ -70,3 +70,33 @@ def test_paste_values_conversions_skip_bad_values():
     assert paste.paste_values({"Steps": "many", "S": "not a list", "F": "False"}, fields) == {"flag": False}
     assert paste.paste_values({"Steps": "12.0", "S": ("a",), "F": "1"}, fields) == {
         "steps": 12, "styles": ["a"], "flag": True}
+
+
+# -- the UI's "Override settings" (A1111 get_override_settings / create_override_settings_dict) ---------------------
+
+
+def test_override_settings_pairs_from_a_pasted_infotext():
+    from webui.core.io.paste import TXT2IMG_FIELDS, override_settings_dict, override_settings_pairs
+
+    params = parse_generation_parameters(
+        "a cat\nSteps: 7, Sampler: Euler, Seed: 1, Size: 64x64, Clip skip: 2, ENSD: 31337, RNG: CPU, "
+        "Eta: 0.5, VAE: none.pt, Model hash: 0123456789, Emphasis: Original")
+    from webui.core.settings import OPTIONS_BY_KEY
+
+    stored = {"sd_model_checkpoint": "a.safetensors [abc]", "emphasis": "Original"}
+
+    def current(key):
+        return stored.get(key, OPTIONS_BY_KEY[key].default)
+
+    pairs = override_settings_pairs(params, TXT2IMG_FIELDS, current)
+    # settings without a control, in the table's order; Emphasis equals the current value; no checkpoint while
+    # disable_weights_auto_swap is on (A1111's default); Steps/Seed have controls
+    assert pairs == ["Clip skip: 2", "ENSD: 31337", "Eta: 0.5", "RNG: CPU", "VAE: none.pt"]
+    assert override_settings_pairs(params, TXT2IMG_FIELDS, current, disable_weights_auto_swap=False)[-1] == \
+        "Model hash: 0123456789"
+    # and back to the request's override_settings, typed as the options are
+    assert override_settings_dict([*pairs, "Model hash: 0123456789", "Nonsense: 3", "Eta DDIM: x"]) == {
+        "CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337, "randn_source": "CPU", "eta_ancestral": 0.5,
+        "sd_vae": "none.pt", "sd_model_checkpoint": "0123456789"}
+    # a value that does not fit the option is not offered
+    assert override_settings_pairs({"Clip skip": "lots"}, TXT2IMG_FIELDS, current) == []

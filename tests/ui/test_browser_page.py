@@ -139,6 +139,35 @@ def _wait_for(check, timeout: float = 20.0) -> None:
 
 
 
+# -- 3. paste -> Override settings -----------------------------------------------------------------------------------
+
+
+def test_pasted_settings_without_a_control_go_to_override_settings(page, page_server):
+    _, app, _ = page_server
+    overrides = page.locator("#txt2img_override_settings")
+    expect(overrides).to_be_hidden()  # empty: not shown
+    page.fill("#txt2img_prompt textarea", "a fox\nSteps: 3, Sampler: Euler, Seed: 321, Size: 64x64, CFG scale: 7, "
+                                          "Clip skip: 2, ENSD: 31337")
+    page.click("#txt2img_paste")
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value("a fox")
+    expect(overrides).to_be_visible()
+    expect(overrides).to_contain_text("Clip skip: 2")
+    expect(overrides).to_contain_text("ENSD: 31337")
+    screenshot(page, "override_settings")
+    # an entry is removed with its ×: that setting is no longer overridden
+    overrides.locator(".token", has_text="ENSD: 31337").locator(".token-remove").click()
+    expect(overrides).not_to_contain_text("ENSD")
+    page.click("#txt2img_generate")
+    info = page.locator("#html_info_txt2img")
+    expect(info).to_contain_text("Seed: 321", timeout=90_000)
+    text = info.inner_text()
+    assert "Clip skip: 2" in text and "ENSD" not in text
+    # the override is for that generation: the stored option is unchanged
+    assert app.state.webui.settings.get("CLIP_stop_at_last_layers") == 1
+    expect(overrides).to_contain_text("Clip skip: 2")  # it stays for the next generation, as in A1111
+    assert not page.errors, page.errors
+
+
 # -- 6. emoji ------------------------------------------------------------------------------------------------------
 
 

@@ -190,6 +190,34 @@ def connect_token_counters(state, row: Toprow, steps) -> None:
                                show_progress="hidden", trigger_mode="always_last", queue=False)
 
 
+def override_settings_dropdown(form: common.Form, tab: str):
+    """A1111 ``create_override_settings_dropdown``: the settings a pasted infotext names that no control of the tab
+    holds (Clip skip, VAE, ENSD, RNG, ...), as removable ``"key: value"`` entries; hidden while empty. The next
+    generation sends them as its ``override_settings``."""
+    dropdown = form.add("override_settings", gr.Dropdown([], value=[], label="Override settings", visible=False,
+                                                         multiselect=True, elem_id=f"{tab}_override_settings"))
+    dropdown.change(lambda x: gr.update(visible=bool(x)), [dropdown], [dropdown], show_progress="hidden",
+                    queue=False)
+    return dropdown
+
+
+def override_settings_update(state, params: dict, fields: list) -> dict:
+    """What pasting ``params`` does to the "Override settings" dropdown (A1111 ``connect_paste``'s paste_settings)."""
+    from webui.core.io.paste import override_settings_pairs
+
+    pairs = override_settings_pairs(params, fields, state.settings.get,
+                                    disable_weights_auto_swap=bool(state.settings.get("disable_weights_auto_swap")))
+    return gr.update(value=pairs, choices=pairs, visible=bool(pairs))
+
+
+def paste_targets(ui: TabUi) -> list:
+    """The components pasting an infotext into ``ui`` sets: its paste table's, then "Override settings"."""
+    comps = [ui.form[f.name] for f in ui.paste_fields if f.name in ui.form]
+    if "override_settings" in ui.form:
+        comps.append(ui.form["override_settings"])
+    return comps
+
+
 def _interrupt(state, task_id: str) -> None:
     """Interrupt this tab's task: stopped when running (it still returns what it made), cancelled when queued."""
     if task_id:
@@ -368,7 +396,9 @@ def alwayson_scripts_ui(state, form: common.Form, tab: str, runner=None) -> None
     for script in runner.alwayson_scripts if runner is not None else []:
         if script.setup_for_ui_only or script.args_to == script.args_from:
             continue
-        with gr.Accordion(script.title(), open=False, elem_id=script.elem_id("accordion")):
+        # a script may name its accordion apart from its title (Dynamic Prompts: its title carries its version)
+        with gr.Accordion(getattr(script, "accordion_label", None) or script.title(), open=False,
+                          elem_id=script.elem_id("accordion")):
             for index in range(script.args_from, script.args_to):
                 form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index], f"{script.elem_id('')}{index}"))
     if state.plugins is not None:

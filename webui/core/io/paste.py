@@ -205,3 +205,67 @@ def api_values(params: dict, mode: str, *, skip: Callable[[str], bool] = lambda 
 def infotext_settings(params: dict) -> dict[str, Any]:
     """The options an infotext names, as ``override_settings`` entries (A1111 ``get_override_settings``)."""
     return {INFOTEXT_SETTINGS[k]: v for k, v in params.items() if k in INFOTEXT_SETTINGS}
+
+
+# -- "Override settings" of the UI (A1111 infotext_utils.get_override_settings / create_override_settings_dict) ---------
+
+#: Infotext keys whose option is the checkpoint: A1111's sd_model_checkpoint has ``infotext='Model hash'``.
+CHECKPOINT_KEY = "Model hash"
+
+
+def _settings_mapping() -> list[tuple[str, str]]:
+    return [*INFOTEXT_SETTINGS.items(), (CHECKPOINT_KEY, "sd_model_checkpoint")]
+
+
+def override_settings_pairs(params: dict, fields: list[PasteField], current: Callable[[str], Any], *,
+                            disable_weights_auto_swap: bool = True) -> list[str]:
+    """The ``"<infotext key>: <value>"`` entries pasting ``params`` puts into the UI's "Override settings" dropdown.
+
+    As A1111's ``get_override_settings``: every key naming an option (and no control of the tab's paste table --
+    ``fields``' own keys are skipped), whose value converts to the option's type and differs from the current value
+    ``current(option)``; the checkpoint ("Model hash") only when option ``disable_weights_auto_swap`` is off.
+    """
+    from webui.core.options import OptionError, coerce_option
+    from webui.core.settings import OPTIONS_BY_KEY
+
+    handled = {f.key for f in fields if isinstance(f.key, str)}
+    out = []
+    for key, setting in _settings_mapping():
+        if key in handled or setting not in OPTIONS_BY_KEY:
+            continue
+        value = params.get(key)
+        if value is None:
+            continue
+        if setting == "sd_model_checkpoint" and disable_weights_auto_swap:
+            continue
+        try:
+            value = coerce_option(OPTIONS_BY_KEY[setting], value)
+        except OptionError:
+            continue
+        if value == current(setting):
+            continue
+        out.append(f"{key}: {value}")
+    return out
+
+
+def override_settings_dict(pairs) -> dict[str, Any]:
+    """The request's ``override_settings`` from the dropdown's entries (A1111 ``create_override_settings_dict``):
+    each ``"key: value"`` back to its option, the value converted to the option's type; an entry that names no
+    option or does not convert is left out (A1111 would fail the generation)."""
+    from webui.core.options import OptionError, coerce_option
+    from webui.core.settings import OPTIONS_BY_KEY
+
+    params = {}
+    for pair in pairs or ():
+        key, sep, value = str(pair).partition(":")
+        if sep:
+            params[key.strip()] = value.strip()
+    out: dict[str, Any] = {}
+    for key, setting in _settings_mapping():
+        if key not in params or setting not in OPTIONS_BY_KEY:
+            continue
+        try:
+            out[setting] = coerce_option(OPTIONS_BY_KEY[setting], params[key])
+        except OptionError:
+            continue
+    return out

@@ -280,6 +280,7 @@ def build(state) -> c.TabUi:
                                                      label="Denoising strength",
                                                      elem_id="img2img_denoising_strength"))
             seed, subseed, reuse_seed, reuse_subseed, _, _ = c.seed_rows(form, NAME)
+            c.override_settings_dropdown(form, NAME)
             c.alwayson_scripts_ui(state, form, NAME, state.scripts_img2img)
             c.script_controls(form, NAME, state.scripts_img2img)
         output = c.output_panel(state, NAME)

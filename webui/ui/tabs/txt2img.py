@@ -79,6 +79,7 @@ def common_fields(values: dict[str, Any]) -> dict[str, Any]:
         "n_iter": int(values.get("n_iter", 1)),
         "save_images": True,
         "do_not_save_grid": False,
+        "override_settings": paste.override_settings_dict(values.get("override_settings")),
     }
 
 
@@ -146,6 +147,7 @@ def build(state) -> c.TabUi:
             c.size_rows(form, NAME)
             c.cfg_row(form, NAME)
             seed, subseed, reuse_seed, reuse_subseed, _, _ = c.seed_rows(form, NAME)
+            c.override_settings_dropdown(form, NAME)
             c.alwayson_scripts_ui(state, form, NAME, state.scripts_txt2img)
             c.script_controls(form, NAME, state.scripts_txt2img)
         output = c.output_panel(state, NAME)
