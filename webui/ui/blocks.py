@@ -210,12 +210,15 @@ def _paste_updates(state, ui: c.TabUi, text: str) -> dict:
         return {}
     params = common.parse_infotext(state, text)
     values = paste_values(params, ui.paste_fields)
-    return {ui.form[name]: value for name, value in values.items() if name in ui.form}
+    updates = {ui.form[name]: value for name, value in values.items() if name in ui.form}
+    if "override_settings" in ui.form:
+        updates[ui.form["override_settings"]] = c.override_settings_update(state, params, ui.paste_fields)
+    return updates
 
 
 def _wire_paste(state, ui: c.TabUi) -> None:
     """A1111's ↙: fill every field from the prompt box's infotext, or (empty box) from the last generation."""
-    targets = [ui.form[f.name] for f in ui.paste_fields if f.name in ui.form]
+    targets = c.paste_targets(ui)
     button = ui.toprow.paste
 
     def paste(prompt_text):
@@ -250,9 +253,8 @@ def _wire_send(state, tabs, t2i: c.TabUi, i2i: c.TabUi, ext: c.TabUi, png: c.Tab
         return updates
 
     outputs_for = {
-        "txt2img": [tabs, *[t2i.form[f.name] for f in t2i.paste_fields if f.name in t2i.form]],
-        "img2img": [tabs, i2i.mode_tabs, i2i.form["mode"], i2i.image_target["img2img"],
-                    *[i2i.form[f.name] for f in i2i.paste_fields if f.name in i2i.form]],
+        "txt2img": [tabs, *c.paste_targets(t2i)],
+        "img2img": [tabs, i2i.mode_tabs, i2i.form["mode"], i2i.image_target["img2img"], *c.paste_targets(i2i)],
         "extras": [tabs, ext.image_target["extras"]],
     }
     outputs_for["inpaint"] = [*outputs_for["img2img"][:3], i2i.image_target["inpaint"], *outputs_for["img2img"][4:]]
