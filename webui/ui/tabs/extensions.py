@@ -293,8 +293,7 @@ def build(state) -> None:
     with gr.Tabs(elem_id="tabs_extensions"):
         with gr.Tab("Installed", id="installed"):
             with gr.Row(elem_id="extensions_installed_top"):
-                apply = gr.Button("Apply and restart UI" if state.server.restartable else "Apply and quit",
-                                  variant="primary", elem_id="extensions_apply")
+                apply = gr.Button(_apply_label(state), variant="primary", elem_id="extensions_apply")
                 check = gr.Button("Check for updates", elem_id="extensions_check")
                 disable_all = gr.Radio(label="Disable all extensions", choices=list(actions.DISABLE_ALL_CHOICES),
                                        value=state.settings.get("disable_all_extensions"),
@@ -395,9 +394,15 @@ def build(state) -> None:
         extensions, names, enabled_now, updatable = _installed_controls(state)
         return (extension_table(state, extensions), gr.update(choices=names, value=enabled_now),
                 gr.update(choices=updatable, value=updatable), gr.update(choices=config_state_choices(state)),
-                config_state_table(state, "Current"))
+                config_state_table(state, "Current"), gr.update(value=_apply_label(state)))
 
-    return on_load, [table, enabled, update, saved, states_table]
+    return on_load, [table, enabled, update, saved, states_table, apply]
+
+
+def _apply_label(state) -> str:
+    """A1111's label: it restarts when it can (launch.py marks the server restartable after the page is built, so
+    the label is read again on every page load), else it quits."""
+    return "Apply and restart UI" if state.server.restartable else "Apply and quit"
 
 
 def install_extension(state, url, dirname=None, branch=None) -> str:
