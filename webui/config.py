@@ -221,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     device = p.add_argument_group("device")
     device.add_argument("--use-cpu", nargs="+", type=str.lower, default=[],
                         help="run these modules on the CPU: all, sd, interrogate, esrgan, ...")
-    device.add_argument("--precision", type=str, choices=["full", "half", "autocast"], default="autocast",
-                        help="evaluate at this precision (default autocast)")
+    # default None so that an explicit --precision autocast is known (on CPU it turns on bfloat16 autocast);
+    # Config.precision is "autocast" either way, as A1111 reports it
+    device.add_argument("--precision", type=str, choices=["full", "half", "autocast"], default=None,
+                        help="evaluate at this precision (default autocast; given on CPU: bfloat16 autocast)")
     device.add_argument("--no-half", action="store_true", help="keep the model in 32-bit floats")
     device.add_argument("--no-half-vae", action="store_true", help="keep the VAE in 32-bit floats")
     device.add_argument("--medvram", action="store_true", help="trade some speed for less VRAM")
@@ -304,6 +306,7 @@ class Config:
     # device
     use_cpu: tuple[str, ...] = ()
     precision: str = "autocast"
+    precision_given: bool = False  # --precision was on the command line (CPU: explicit autocast means bfloat16)
     no_half: bool = False
     no_half_vae: bool = False
     medvram: bool = False
@@ -583,7 +586,8 @@ def _config_from_namespace(ns: argparse.Namespace, *, install_dir: str | None) -
         disable_extra_extensions=ns.disable_extra_extensions,
         run_extension_installers=ns.run_extension_installers,
         use_cpu=tuple(ns.use_cpu),
-        precision=ns.precision,
+        precision=ns.precision or "autocast",
+        precision_given=ns.precision is not None,
         no_half=ns.no_half,
         no_half_vae=ns.no_half_vae,
         medvram=ns.medvram,

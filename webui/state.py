@@ -11,6 +11,7 @@ from typing import Any
 from webui.config import Config, ensure_data_dirs
 from webui.core.devices import DevicePlan, plan_devices
 from webui.core.generation.engine import Engine, EnginePaths
+from webui.core.models.attention import AttentionOptions
 from webui.core.queue import JobQueue
 from webui.core.models.registry import CheckpointRegistry, HashCache, VaeRegistry
 from webui.core.settings import Settings
@@ -93,6 +94,8 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
     plan = plan_devices(
         use_cpu=config.use_cpu, precision=config.precision, no_half=config.no_half, no_half_vae=config.no_half_vae,
         medvram=config.medvram, lowvram=config.lowvram, device_id=config.device_id,
+        attention=AttentionOptions.from_config(config), channels_last=bool(config.extra("opt_channelslast")),
+        cpu_autocast=config.precision_given and config.precision == "autocast",
     )
     log.info("Device: %s", plan.description)
     # LoRA/LyCORIS, embeddings, hypernetworks and styles: A1111's folders (--lora-dir, models/LyCORIS,

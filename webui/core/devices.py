@@ -5,9 +5,13 @@ Probed when an Engine is built, never at import.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -17,10 +21,16 @@ class DevicePlan:
     vae_dtype: torch.dtype
     medvram: bool = False
     lowvram: bool = False
+    attention: Any = None  # webui.core.models.attention.AttentionOptions: the --opt-* / --xformers flags
+    channels_last: bool = False  # --opt-channelslast
+    autocast: torch.dtype | None = None  # sampling under torch.autocast in this dtype (CPU: bfloat16)
 
     @property
     def description(self) -> str:
-        return f"{self.device.type} ({str(self.dtype).removeprefix('torch.')}, VAE {str(self.vae_dtype).removeprefix('torch.')})"
+        text = f"{self.device.type} ({str(self.dtype).removeprefix('torch.')}, VAE {str(self.vae_dtype).removeprefix('torch.')}"
+        if self.autocast is not None:
+            text += f", UNet autocast {str(self.autocast).removeprefix('torch.')}"
+        return text + ")"
 
 
 def plan_devices(
@@ -32,9 +42,14 @@ def plan_devices(
     medvram: bool = False,
     lowvram: bool = False,
     device_id: str | None = None,
+    attention: Any = None,
+    channels_last: bool = False,
+    cpu_autocast: bool = False,
 ) -> DevicePlan:
     """CUDA (or Apple MPS) when present unless ``--use-cpu all|sd``; half precision there unless ``--no-half`` or
-    ``--precision full`` (A1111's rules). The CPU always runs float32: half on CPU is slow and lossy."""
+    ``--precision full`` (A1111's rules). The CPU keeps float32 weights: half on CPU is slow and lossy; with
+    ``cpu_autocast`` (an explicit ``--precision autocast``) the UNet runs under bfloat16 autocast where the CPU
+    supports bfloat16 (beyond A1111, which runs float32 on CPU), else float32 with a log line saying so."""
     cpu_modules = {m.lower() for m in (use_cpu or ())}
     force_cpu = bool(cpu_modules & {"all", "sd"})
     if not force_cpu and torch.cuda.is_available():
@@ -46,4 +61,13 @@ def plan_devices(
     full = no_half or precision == "full" or device.type == "cpu"
     dtype = torch.float32 if full else torch.float16
     vae_dtype = torch.float32 if (full or no_half_vae) else torch.float16
-    return DevicePlan(device=device, dtype=dtype, vae_dtype=vae_dtype, medvram=medvram, lowvram=lowvram)
+    autocast = None
+    if cpu_autocast and device.type == "cpu" and not no_half:
+        from webui.core.generation.optimizations import cpu_bf16_supported
+
+        if cpu_bf16_supported():
+            autocast = torch.bfloat16
+        else:
+            log.warning("--precision autocast: this CPU has no bfloat16 support; sampling in float32")
+    return DevicePlan(device=device, dtype=dtype, vae_dtype=vae_dtype, medvram=medvram, lowvram=lowvram,
+                      attention=attention, channels_last=channels_last, autocast=autocast)

@@ -189,7 +189,9 @@ OPTIONS: tuple[Option, ...] = tuple(
     )
     + _opts(
         "optimizations",
-        ("cross_attention_optimization", "Automatic", "Cross attention optimization"),
+        ("cross_attention_optimization", "Automatic", "Cross attention optimization", {"choices": (
+            "Automatic", "xformers", "sdp-no-mem - scaled dot product without memory efficient attention",
+            "sdp - scaled dot product", "sub-quadratic", "V1 - original v1", "InvokeAI", "Doggettx", "None")}),
         ("s_min_uncond", 0.0, "Negative Guidance minimum sigma", {"minimum": 0.0, "maximum": 15.0, "step": 0.01}),
         ("s_min_uncond_all", False, "Negative Guidance minimum sigma all steps"),
         ("skip_early_cond", 0.0, "Ignore negative prompt during early sampling", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from webui.core.generation import extra_networks, hires, img2img, outputs, processed, refiner, sampling
 from webui.core.generation import noise as noise_mod
+from webui.core.generation import optimizations
 from webui.core.generation import tiling
 from webui.core.generation.context import GenerationContext, GenerationError, known_overrides, validate_request
 from webui.core.models.cache import ModelManager
@@ -100,6 +101,7 @@ class Engine:
             self._setup_models(p)
             p.pipe = A1111Pipeline(p.sd_model)
             p.vae_info = self._use_vae(request_scope, p.sd_model, p.opts)
+            optimizations.use_attention(p, p.sd_model)  # cross_attention_optimization, upcast_attn, the flags
             request_scope.enter_context(tiling.circular_padding(p))
             request_scope.callback(p.batches.close)
 

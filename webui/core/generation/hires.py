@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from webui.core.generation import extra_networks, refiner, sampling
+from webui.core.generation import extra_networks, optimizations, refiner, sampling
 from webui.core.generation.context import GenerationError, short_title
 from webui.core.generation.img2img import txt2img_image_cond
 
@@ -72,6 +72,7 @@ def hires_pass(p, latents, comp, seeds, subseeds, batch_prompts):
     upscaler = hires.upscaler or "Latent"
     target_w, target_h = hr.target_width, hr.target_height
     hr_comp = p.services.load(p.hr_checkpoint, extra_slots=1) if p.hr_checkpoint is not None else comp
+    optimizations.use_attention(p, hr_comp)
     pipe = A1111Pipeline(hr_comp)
     if upscaler in imageops.LATENT_UPSCALE_MODES:
         samples = imageops.upscale_latent(latents, target_w, target_h, upscaler)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from webui.core.generation import tiling
+from webui.core.generation import optimizations, tiling
 from webui.core.generation.context import A1111_VERSION
 from webui.core.io import infotext as infotext_mod
 
@@ -41,6 +41,7 @@ def create_infotext(p, index: int, comp=None) -> str:
         ),
         "Clip skip": None if clip_skip <= 1 else clip_skip,
         "ENSD": opts.get("eta_noise_seed_delta") if plan.uses_ensd else None,
+        **optimizations.infotext_params(p),
         "RNG": opts.get("randn_source") if opts.get("randn_source") != "GPU" else None,
         "Tiling": tiling.infotext_value(p),
     }

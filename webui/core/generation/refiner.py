@@ -19,6 +19,7 @@ def refiner_switch(p, comp, pipe, pass_plan, prompts, negatives, width, height):
     conditioning (its own text encoders; SDXL refiner: aesthetic scores) and continues on the same latents."""
     from pipelines.a1111 import A1111Pipeline
     from pipelines.denoiser import RefinerSwitch
+    from webui.core.generation import optimizations
     from webui.core.generation.conditioning import (
         EncoderOptions,
         PromptEncoder,
@@ -43,6 +44,7 @@ def refiner_switch(p, comp, pipe, pass_plan, prompts, negatives, width, height):
     def build(timesteps_mode: bool):
         ref_comp = services.load(refiner_info, extra_slots=1)
         switch.components = ref_comp
+        optimizations.use_attention(p, ref_comp)
         ref_pipe = A1111Pipeline(ref_comp)
         enc = PromptEncoder(ref_comp, EncoderOptions.from_settings(opts, p.clip_skip),
                             width=width, height=height, embeddings=services.embeddings)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webui.core.generation import noise as noise_mod
+from webui.core.generation import optimizations
 
 
 @dataclass
@@ -134,32 +135,34 @@ def sample(p, pipe, pass_plan: PassPlan, *, conds, encoder, noise, rng, seeds, i
     skip = uncond_skip(p, pass_plan)
     # A1111 reads sgm_noise_multiplier only in KDiffusionSampler.sample: k-diffusion samplers, from noise
     sgm = bool(opts.get("sgm_noise_multiplier")) and init_latent is None and pass_plan.plan.run.kind == "k"
-    latents = pipe(
-        conds=conds,
-        cfg_scale=p.request.cfg_scale,
-        noise=noise,
-        rng_next=rng.next,
-        run=pass_plan.plan.run,
-        seeds=seeds,
-        callback=on_step(p.progress),
-        should_stop=(p.progress.should_stop if p.progress is not None else (lambda: False)),
-        batch_cond_uncond=bool(opts.get("batch_cond_uncond")),
-        pad_cond_uncond_v0=bool(opts.get("pad_cond_uncond_v0")),
-        empty_context=encoder([""]).context if opts.get("pad_cond_uncond") else None,
-        init_latent=init_latent,
-        t_enc=pass_plan.t_enc,
-        extra_noise=extra_noise,
-        image_cond=image_cond,
-        image_uncond=image_uncond,
-        image_cfg_scale=image_cfg_scale,
-        mask=mask,
-        nmask=nmask,
-        control=control,
-        refiner=refiner,
-        cfg_callbacks=cfg_callbacks(p, steps if steps is not None else p.request.steps, mask is not None),
-        uncond_skip=skip,
-        sgm_noise_multiplier=sgm,
-    )
+    hr = p.hr is not None and pass_plan is not p.first_pass
+    with optimizations.pass_scope(p, pipe.components, hr=hr):  # token merging, CPU bfloat16 autocast
+        latents = pipe(
+            conds=conds,
+            cfg_scale=p.request.cfg_scale,
+            noise=noise,
+            rng_next=rng.next,
+            run=pass_plan.plan.run,
+            seeds=seeds,
+            callback=on_step(p.progress),
+            should_stop=(p.progress.should_stop if p.progress is not None else (lambda: False)),
+            batch_cond_uncond=bool(opts.get("batch_cond_uncond")),
+            pad_cond_uncond_v0=bool(opts.get("pad_cond_uncond_v0")),
+            empty_context=encoder([""]).context if opts.get("pad_cond_uncond") else None,
+            init_latent=init_latent,
+            t_enc=pass_plan.t_enc,
+            extra_noise=extra_noise,
+            image_cond=image_cond,
+            image_uncond=image_uncond,
+            image_cfg_scale=image_cfg_scale,
+            mask=mask,
+            nmask=nmask,
+            control=control,
+            refiner=refiner,
+            cfg_callbacks=cfg_callbacks(p, steps if steps is not None else p.request.steps, mask is not None),
+            uncond_skip=skip,
+            sgm_noise_multiplier=sgm,
+        )
     if sgm:
         p.extra_generation_params["SGM noise multiplier"] = True
     if skip is not None:

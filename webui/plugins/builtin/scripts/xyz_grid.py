@@ -17,9 +17,9 @@ Where we differ from A1111, on purpose:
 * A dropdown axis (one with choices) whose dropdown list is empty takes its values from the text box (A1111 then
   makes an empty grid); a non-text ``X values`` (e.g. a number) is refused (A1111 raises TypeError, a 500).
 * Cells whose size differs (the Size axis) are centred in cells of the largest size.
-* Axes whose feature this project lacks still parse, validate and appear in legends and infotexts, but change
-  nothing in the image: "Token merging ratio" / "Token merging ratio high-res" (no token merging: tomesd is not
-  used) and "FP8 mode" (no fp8_storage option: nothing is stored in fp8).
+* "Token merging ratio" / "Token merging ratio high-res" set their options for the cell: tomesd merges tokens
+  (webui/core/generation/optimizations.py). "FP8 mode" still parses, validates and appears in legends and
+  infotexts, but changes nothing in the image (no fp8_storage option: nothing is stored in fp8).
 """
 
 from __future__ import annotations
