@@ -29,10 +29,6 @@ TARGET = "webui.compat.modules"
 DOCS = "docs/extensions.md"
 
 
-class NotSupported(AttributeError):
-    """An A1111 API name this server does not provide; the message names it (the console says who needs what)."""
-
-
 def bind(state) -> None:
     """Make ``state`` the AppState that ``modules.*`` names refer to from now on."""
     with _LOCK:
@@ -47,8 +43,10 @@ def current():
     return state
 
 
-def missing(module: str, name: str) -> NotSupported:
-    return NotSupported(f"{module}.{name} is not supported by this server's A1111 extension API (see {DOCS})")
+def missing(module: str, name: str) -> AttributeError:
+    """The error for an A1111 API name this server does not provide: it names it, so the console says which
+    extension needs what."""
+    return AttributeError(f"{module}.{name} is not supported by this server's A1111 extension API (see {DOCS})")
 
 
 class _AliasLoader(importlib.abc.Loader):

@@ -6,6 +6,7 @@ that calls those callbacks from our hooks. One :class:`CompatRuntime` per AppSta
 from __future__ import annotations
 
 import inspect
+import threading
 import logging
 import os
 from dataclasses import dataclass, field
@@ -56,7 +57,13 @@ class CompatRuntime:
     extensions: Any  # webui.plugins.extensions.ExtensionSet
     callbacks: dict[str, list[Callback]] = field(default_factory=lambda: {k: [] for k in CALLBACK_KINDS})
     loading: Loading | None = None
-    flags: Any = None  # the Config whose extension flags preload.py added
+    # the running job's effective options (stored + override_settings) on the thread running it: A1111 applies a
+    # request's override_settings to shared.opts for the job's duration; we never change the stored ones, so
+    # shared.opts reads these on that thread instead
+    job: threading.local = field(default_factory=threading.local)
+
+    def job_settings(self):
+        return getattr(self.job, "settings", None)
 
     def add(self, kind: str, function: Callable, name: str | None = None) -> None:
         script, extension = self._caller()
@@ -144,6 +151,16 @@ class CallbacksPlugin:
 
     def __init__(self, rt: CompatRuntime):
         self.rt = rt
+
+    @hookimpl(tryfirst=True)
+    def before_process(self, p):
+        self.rt.job.settings = p.opts
+
+    @hookimpl(tryfirst=True)
+    def process(self, p):
+        self.rt.job.settings = p.opts
+        if p.scope is not None:
+            p.scope.callback(lambda: setattr(self.rt.job, "settings", None))
 
     @hookimpl
     def on_app_mounted(self, app, state, demo):

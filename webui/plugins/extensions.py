@@ -7,8 +7,8 @@ is ``webui.plugins.extension_loader`` (preload.py at argument parsing, ``scripts
 The shape other parts read (the Extensions tab, ``/sdapi/v1/extensions``), kept stable on purpose:
 
 ``state.extensions`` is an :class:`ExtensionSet`:
-    ``.all``            every :class:`Extension`, A1111's order: ``extensions/`` sorted by folder name, then
-                        ``extensions-builtin/`` sorted by folder name.
+    ``.all``            every :class:`Extension`, A1111 1.10's order: ``extensions-builtin/`` sorted by folder
+                        name, then ``extensions/`` sorted by folder name (scripts load in this order too).
     ``.active()``       the ones loaded at start (A1111 ``extensions.active()``): none with ``--disable-all-extensions``
                         or option ``disable_all_extensions == "all"``; only built-ins with ``--disable-extra-extensions``
                         or ``"extra"``; else every ``enabled`` one.
@@ -173,10 +173,10 @@ def builtin_extensions_dir(install_dir: str) -> str:
 
 def list_extensions(extensions_dir: str, builtin_dir: str, *, disabled: list[str] | tuple[str, ...] = (),
                     disable_all: bool = False, disable_extra: bool = False) -> ExtensionSet:
-    """A1111 ``list_extensions``: every folder of ``extensions_dir`` then of ``builtin_dir`` (hidden ones and files
-    skipped), ``enabled`` unless its name is in ``disabled`` (the ``disabled_extensions`` option)."""
+    """A1111 1.10 ``list_extensions``: every folder of ``builtin_dir`` then of ``extensions_dir`` (hidden ones and
+    files skipped), ``enabled`` unless its name is in ``disabled`` (the ``disabled_extensions`` option)."""
     found: list[Extension] = []
-    for folder, is_builtin in ((extensions_dir, False), (builtin_dir, True)):
+    for folder, is_builtin in ((builtin_dir, True), (extensions_dir, False)):
         if not os.path.isdir(folder):
             continue
         for name in sorted(os.listdir(folder)):

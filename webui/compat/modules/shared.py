@@ -116,10 +116,16 @@ class _Options:
     def _settings(self):
         return binding.current().settings
 
+    def _effective(self):
+        """The running job's options on its thread (override_settings applied), else the stored ones."""
+        state = binding.current()
+        job = state.compat.job_settings() if state.compat is not None else None
+        return job if job is not None else state.settings
+
     def __getattr__(self, key: str) -> Any:
         if key.startswith("__"):
             raise AttributeError(key)
-        settings = self._settings()
+        settings = self._effective()
         if settings.has(key):
             return settings.get(key)
         raise AttributeError(f"{_MODULE}.opts has no option {key!r}")
@@ -133,7 +139,7 @@ class _Options:
     @property
     def data(self) -> dict:
         """A snapshot of every option's value (A1111's ``opts.data``; change values through ``opts.X = v``)."""
-        return self._settings().all()
+        return self._effective().all()
 
     @property
     def data_labels(self) -> dict:

@@ -1,0 +1,130 @@
+"""Fixture extensions in A1111's format, written by the tests into a data dir's extensions/ folder.
+
+- ``seed-prompt``: an always-on script ("Seed prompt") whose ``process`` rewrites ``p.all_prompts`` from
+  ``p.all_seeds`` and writes ``p.extra_generation_params``; an option added in ``on_ui_settings``; a launch flag
+  added by ``preload.py``; a javascript file and a style.css.
+- ``twice``: a selectable script ("Twice") whose ``run`` calls ``process_images`` twice (the seed, then seed + 1).
+- ``routes-and-tab``: a FastAPI route added in ``on_app_started`` and a tab added in ``on_ui_tabs``.
+- ``broken``: a script with a syntax error.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+PRELOAD = '''
+def preload(parser):
+    parser.add_argument("--seed-prompt-word", type=str, default="seed",
+                        help="the word the Seed prompt extension writes before each image's seed")
+'''
+
+SEED_PROMPT = '''
+import gradio as gr
+
+from modules import script_callbacks, scripts, shared
+
+
+class SeedPrompt(scripts.Script):
+    def title(self):
+        return "Seed prompt"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        with gr.Accordion("Seed prompt", open=False):
+            enabled = gr.Checkbox(label="Append the seed", value=False)
+            mark = gr.Textbox(label="Mark", value="M")
+        return [enabled, mark]
+
+    def process(self, p, enabled, mark):
+        if not enabled:
+            return
+        word = shared.cmd_opts.seed_prompt_word
+        suffix = shared.opts.seed_prompt_suffix
+        p.all_prompts = [f"{prompt}, {word} {seed} {suffix}" for prompt, seed in zip(p.all_prompts, p.all_seeds)]
+        p.extra_generation_params["Seed prompt"] = mark
+
+
+def on_ui_settings():
+    section = ("seed_prompt", "Seed prompt")
+    shared.opts.add_option("seed_prompt_suffix", shared.OptionInfo(
+        "tail", "Text after the seed", section=section).info("appended to every prompt").needs_reload_ui())
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+'''
+
+TWICE = '''
+from modules import processing, scripts
+from modules.processing import Processed, process_images
+
+
+class Twice(scripts.Script):
+    def title(self):
+        return "Twice"
+
+    def show(self, is_img2img):
+        return not is_img2img
+
+    def ui(self, is_img2img):
+        import gradio as gr
+
+        return [gr.Slider(label="Seed step", minimum=1, maximum=10, step=1, value=1)]
+
+    def run(self, p, step):
+        processing.fix_seed(p)
+        first = process_images(p)
+        p.seed = p.seed + int(step)
+        second = process_images(p)
+        return Processed(p, first.images + second.images, first.seed, first.info,
+                         all_seeds=first.all_seeds + second.all_seeds,
+                         all_prompts=first.all_prompts + second.all_prompts,
+                         infotexts=first.infotexts + second.infotexts)
+'''
+
+ROUTES_AND_TAB = '''
+import gradio as gr
+
+from modules import script_callbacks
+
+
+def on_app_started(demo, app):
+    @app.get("/routes-and-tab/hello")
+    def hello():
+        return {"hello": "world", "with_ui": demo is not None}
+
+
+def on_ui_tabs():
+    with gr.Blocks(analytics_enabled=False) as tab:
+        gr.Markdown("Hello from an extension tab", elem_id="routes_and_tab_text")
+    return [(tab, "Extension tab", "routes_and_tab")]
+
+
+script_callbacks.on_app_started(on_app_started)
+script_callbacks.on_ui_tabs(on_ui_tabs)
+'''
+
+BROKEN = '''
+def broken(:
+    pass
+'''
+
+
+def write_extensions(data_dir: Path) -> Path:
+    root = Path(data_dir) / "extensions"
+    files = {
+        "seed-prompt/preload.py": PRELOAD,
+        "seed-prompt/scripts/seed_prompt.py": SEED_PROMPT,
+        "seed-prompt/javascript/seed_prompt.js": "window.seedPromptLoaded = true;\n",
+        "seed-prompt/style.css": "#seed_prompt_marker { color: rgb(1, 2, 3); }\n",
+        "twice/scripts/twice.py": TWICE,
+        "routes-and-tab/scripts/routes_and_tab.py": ROUTES_AND_TAB,
+        "broken/scripts/broken.py": BROKEN,
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return root

@@ -1,0 +1,166 @@
+"""A1111 extensions loaded from extensions/ (issue 15 items 1-2), driven through the API: the fixture extensions of
+extension_fixtures.py -- an always-on script with an option and a preload flag, a selectable script calling
+process_images twice, a route and a tab, and a broken one next to them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.plugins.extension_fixtures import write_extensions
+from webui.app import build_app
+from webui.config import ConfigError, parse
+
+BODY = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 11, "sampler_name": "Euler"}
+
+
+def _app(data_dir, *flags):
+    return build_app(parse(["--nowebui", "--data-dir", str(data_dir), "--skip-load-model-at-start", *flags]))
+
+
+def _pixels(b64: str) -> str:
+    return hashlib.sha256(Image.open(io.BytesIO(base64.b64decode(b64))).tobytes()).hexdigest()
+
+
+@pytest.fixture
+def ext_data(data_dir):
+    write_extensions(data_dir)
+    return data_dir
+
+
+def test_extensions_load_and_the_broken_one_is_reported(ext_data, caplog):
+    caplog.set_level(logging.ERROR)
+    app = _app(ext_data, "--seed-prompt-word", "SEED")
+    with TestClient(app) as c:
+        state = app.state.webui
+        by_name = {e.name: e for e in state.extensions.all}
+        assert {"seed-prompt", "twice", "routes-and-tab", "broken"} <= set(by_name)
+        broken = by_name["broken"]
+        assert broken.errors and broken.errors[0].stage == "script"
+        assert "SyntaxError" in broken.errors[0].message and broken.errors[0].file.endswith("broken.py")
+        assert any("broken" in r.getMessage() and "SyntaxError" in r.getMessage() for r in caplog.records)
+        for name in ("seed-prompt", "twice", "routes-and-tab"):
+            assert by_name[name].loaded and by_name[name].errors == [], by_name[name].errors
+        # the preload flag parses like ours and is listed by /cmd-flags
+        assert c.get("/sdapi/v1/cmd-flags").json()["seed_prompt_word"] == "SEED"
+        scripts = c.get("/sdapi/v1/scripts").json()
+        assert "seed prompt" in scripts["txt2img"] and "seed prompt" in scripts["img2img"]
+        assert "twice" in scripts["txt2img"] and "twice" not in scripts["img2img"]
+        info = {(i["name"], i["is_img2img"]): i for i in c.get("/sdapi/v1/script-info").json()}
+        assert [(a["label"], a["value"]) for a in info[("seed prompt", False)]["args"]] == [
+            ("Append the seed", False), ("Mark", "M")]
+        assert info[("twice", False)]["args"][0] | {} == {"label": "Seed step", "value": 1, "minimum": 1,
+                                                         "maximum": 10, "step": 1, "choices": None}
+        # on_app_started: the extension's route is served (no page with --nowebui: demo is None)
+        assert c.get("/routes-and-tab/hello").json() == {"hello": "world", "with_ui": False}
+
+
+def test_always_on_script_rewrites_prompts_and_writes_infotext(ext_data):
+    with TestClient(_app(ext_data)) as c:
+        body = {**BODY, "batch_size": 2, "alwayson_scripts": {"Seed prompt": {"args": [True, "X"]}}}
+        r = c.post("/sdapi/v1/txt2img", json=body)
+        assert r.status_code == 200, r.text
+        info = json.loads(r.json()["info"])
+        assert info["all_seeds"] == [11, 12]
+        assert info["all_prompts"] == ["a cat, seed 11 tail", "a cat, seed 12 tail"]
+        assert all("Seed prompt: X" in t for t in info["infotexts"])
+        assert info["infotexts"][1].startswith("a cat, seed 12 tail\n")
+        # the rewritten prompt is what conditioned the image: same pixels as asking for that prompt directly
+        one = c.post("/sdapi/v1/txt2img", json={**body, "batch_size": 1}).json()
+        plain = c.post("/sdapi/v1/txt2img", json={**BODY, "prompt": "a cat, seed 11 tail"}).json()
+        assert _pixels(one["images"][0]) == _pixels(plain["images"][0])
+        unchanged = c.post("/sdapi/v1/txt2img", json=BODY).json()
+        assert _pixels(one["images"][0]) != _pixels(unchanged["images"][0])
+        # off (its default): nothing changes
+        r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"Seed prompt": {"args": [False, "X"]}}})
+        info = json.loads(r.json()["info"])
+        assert info["all_prompts"] == ["a cat"] and "Seed prompt" not in info["infotexts"][0]
+
+
+def test_extension_option_in_options_and_config_json(ext_data):
+    with TestClient(_app(ext_data)) as c:
+        assert c.get("/sdapi/v1/options").json()["seed_prompt_suffix"] == "tail"
+        assert c.post("/sdapi/v1/options", json={"seed_prompt_suffix": "end"}).status_code == 200
+        assert c.get("/sdapi/v1/options").json()["seed_prompt_suffix"] == "end"
+        r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"Seed prompt": {"args": [True, "X"]}}})
+        assert json.loads(r.json()["info"])["all_prompts"] == ["a cat, seed 11 end"]
+        # a request's override_settings may name it too (A1111: the options are overridden while the job runs)
+        r = c.post("/sdapi/v1/txt2img", json={**BODY, "override_settings": {"seed_prompt_suffix": "once"},
+                                             "alwayson_scripts": {"Seed prompt": {"args": [True, "X"]}}})
+        assert json.loads(r.json()["info"])["all_prompts"] == ["a cat, seed 11 once"]
+        assert c.get("/sdapi/v1/options").json()["seed_prompt_suffix"] == "end"
+    stored = json.loads((ext_data / "config.json").read_text())
+    assert stored["seed_prompt_suffix"] == "end"
+    # with the extension disabled the option is not offered, and its stored value survives a save
+    (ext_data / "config.json").write_text(json.dumps({**stored, "disabled_extensions": ["seed-prompt"]}))
+    with TestClient(_app(ext_data)) as c:
+        assert "seed_prompt_suffix" not in c.get("/sdapi/v1/options").json()
+        assert c.post("/sdapi/v1/options", json={"samples_save": False}).status_code == 200
+    assert json.loads((ext_data / "config.json").read_text())["seed_prompt_suffix"] == "end"
+
+
+def test_selectable_script_runs_process_images_twice(ext_data):
+    with TestClient(_app(ext_data)) as c:
+        r = c.post("/sdapi/v1/txt2img", json={**BODY, "script_name": "twice", "script_args": [3]})
+        assert r.status_code == 200, r.text
+        images, info = r.json()["images"], json.loads(r.json()["info"])
+        assert len(images) == 2 and info["all_seeds"] == [11, 14]
+        # each run is an ordinary request: the same pixels as asking for that seed alone
+        alone = c.post("/sdapi/v1/txt2img", json={**BODY, "seed": 14}).json()
+        assert _pixels(images[1]) == _pixels(alone["images"][0])
+
+
+def test_disable_switches(ext_data):
+    # --disable-extra-extensions: none of extensions/ loads (not even its preload: the flag is unknown then)
+    with pytest.raises(ConfigError, match="seed-prompt-word"):
+        parse(["--nowebui", "--data-dir", str(ext_data), "--disable-extra-extensions", "--seed-prompt-word", "x"])
+    app = _app(ext_data, "--disable-extra-extensions")
+    with TestClient(app) as c:
+        assert "seed prompt" not in c.get("/sdapi/v1/scripts").json()["txt2img"]
+        assert c.get("/routes-and-tab/hello").status_code == 404
+        assert not any(e.loaded for e in app.state.webui.extensions.all if not e.is_builtin)
+    app = _app(ext_data, "--disable-all-extensions")
+    assert not any(e.loaded for e in app.state.webui.extensions.all)
+    # the options: disabled_extensions names one, disable_all_extensions "extra" / "all"
+    (ext_data / "config.json").write_text(json.dumps({"disabled_extensions": ["twice"]}))
+    app = _app(ext_data)
+    with TestClient(app) as c:
+        scripts = c.get("/sdapi/v1/scripts").json()["txt2img"]
+        assert "seed prompt" in scripts and "twice" not in scripts
+        assert app.state.webui.extensions.get("twice").enabled is False
+    (ext_data / "config.json").write_text(json.dumps({"disable_all_extensions": "extra"}))
+    app = _app(ext_data)
+    assert [e.name for e in app.state.webui.extensions.active()] == [
+        e.name for e in app.state.webui.extensions.all if e.is_builtin]
+
+
+def test_a_failing_script_method_or_missing_api_is_reported_not_fatal(data_dir):
+    root = write_extensions(data_dir)
+    (root / "needs-more" / "scripts").mkdir(parents=True)
+    (root / "needs-more" / "scripts" / "a.py").write_text("from modules import sd_hijack\n")
+    (root / "needs-more" / "scripts" / "b.py").write_text("from modules import shared\nshared.no_such_thing\n")
+    (root / "raises" / "scripts").mkdir(parents=True)
+    (root / "raises" / "scripts" / "r.py").write_text(
+        "from modules import scripts\n"
+        "class Raises(scripts.Script):\n"
+        "    def title(self):\n        return 'Raises'\n"
+        "    def show(self, is_img2img):\n        return scripts.AlwaysVisible\n"
+        "    def process(self, p):\n        raise RuntimeError('boom in process')\n")
+    app = _app(data_dir)
+    with TestClient(app) as c:
+        ext = app.state.webui.extensions
+        messages = [str(e) for e in ext.get("needs-more").errors]
+        assert any("modules.sd_hijack is not provided" in m and "ImportError" in m for m in messages), messages
+        assert any("modules.shared.no_such_thing" in m and "AttributeError" in m for m in messages), messages
+        # the always-on script that raises: reported on its extension, the request and the others go on
+        r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"Seed prompt": {"args": [True, "X"]}}})
+        assert r.status_code == 200, r.text
+        assert json.loads(r.json()["info"])["all_prompts"] == ["a cat, seed 11 tail"]
+        assert any("boom in process" in str(e) for e in ext.get("raises").errors)
