@@ -365,6 +365,8 @@ def script_arg_component(arg, elem_id: str):
         return gr.Image(type="pil", **{k: v for k, v in common_kw.items() if k != "info"})
     if kind == "html":  # an explanation box (Outpainting mk2, SD upscale): its value is the HTML
         return gr.HTML(arg.value or "", elem_id=elem_id, visible=arg.visible)
+    if kind == "state":  # an A1111 extension script's gr.State: a value with no control
+        return gr.State(arg.value)
     if kind == "file":
         return gr.File(type="binary", label=arg.label, elem_id=elem_id, visible=arg.visible)
     return gr.Textbox(lines=arg.lines, **common_kw)
