@@ -278,3 +278,25 @@ def test_index_that_cannot_be_loaded_says_why(index_server):
         ext_index.load_index("file:///etc/passwd")
     assert ext_index.DEFAULT_INDEX_URL == ("https://raw.githubusercontent.com/AUTOMATIC1111/"
                                            "stable-diffusion-webui-extensions/master/index.json")
+
+
+def test_a_pending_restore_runs_at_start(make_app, tmp_path, remote):
+    """A1111's restore_config_state_file (set by its Restore button before a restart, or carried over in an A1111
+    config.json): restored before the extensions load, then cleared."""
+    bare, work = remote
+    app = make_app(tmp_path)
+    state = app.state.webui
+    target = tab.install_extension(state, str(bare))
+    first = git(target, "rev-parse", "HEAD")
+    _, message = tab.save_config_state(state, "start")
+    path = re.search(r'to "(.*)"', message).group(1)
+    push_commit(work, "later")
+    git(target, "pull", "-q", "origin", "main")
+    stored = {"disabled_extensions": ["sd-webui-fixture"], "restore_config_state_file": path}
+    with open(state.config.ui_settings_file, "w", encoding="utf-8") as f:
+        json.dump(stored, f)
+    again = make_app(tmp_path).state.webui
+    assert git(target, "rev-parse", "HEAD") == first
+    assert again.settings.get("disabled_extensions") == [] and again.settings.get("restore_config_state_file") == ""
+    assert again.extensions.get("sd-webui-fixture").enabled
+    assert _config_json(app)["restore_config_state_file"] == ""

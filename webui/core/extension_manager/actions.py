@@ -7,6 +7,7 @@ list (webui.plugins.extensions.Extension objects). Restarting is the caller's (t
 from __future__ import annotations
 
 import logging
+import os
 
 from webui.core.extension_manager import config_states, git
 from webui.core.extension_manager.install import check_access
@@ -80,6 +81,37 @@ def restore_state(settings, extensions, config_state: dict, restore_type: str, a
     settings.set("disabled_extensions", disabled)
     settings.save()
     return [str(r) for r in results]
+
+
+def restore_pending_state(settings, list_extensions) -> list[str] | None:
+    """A1111 initialize_util.restore_config_state_file, at start before the extensions load: when option
+    ``restore_config_state_file`` names a backup (A1111's "Restore Selected Config" sets it and restarts; a config.json
+    carried over from A1111 may hold one), the option is cleared and the backup's extension state restored.
+    ``list_extensions()`` lists the extension folders (called only then). Returns the report, or None."""
+    import json
+
+    path = settings.get("restore_config_state_file")
+    if not path:
+        return None
+    settings.set("restore_config_state_file", "")
+    settings.save()
+    if not os.path.isfile(path):
+        log.error("!!! Config state backup not found: %s", path)
+        return [f"Config state backup not found: {path}"]
+    log.info("*** About to restore extension state from file: %s", path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config_state = json.load(f)
+        disabled, results = config_states.restore_extension_config(config_state, list_extensions())
+    except (OSError, ValueError) as e:
+        log.error("Config state %s cannot be restored: %s", path, e)
+        return [f"Config state {path} cannot be restored: {e}"]
+    settings.set("disabled_extensions", disabled)
+    settings.save()
+    report = [str(r) for r in results]
+    for line in report:
+        log.info("  %s", line)
+    return report
 
 
 def find_state(folder: str, name: str) -> dict:
