@@ -95,6 +95,10 @@ def _load_module(path: str, name: str):
 
 def load_extensions(state) -> None:
     """Discover the extensions, load the active ones into ``state`` (see the module docstring)."""
+    from webui.core.extension_manager.actions import restore_pending_state
+
+    # a backup chosen in Backup/Restore (option restore_config_state_file) is restored first, as A1111 does
+    restore_pending_state(state.settings, lambda: discover(state.config, state.settings).all)
     extensions = discover(state.config, state.settings)
     for name, stage, file, message, trace in state.config.extension_preload_errors:
         ext = extensions.get(name)
