@@ -9,9 +9,11 @@ pattern), and network files; each test reads what a user sees and the files the 
 from __future__ import annotations
 
 import csv
+import json
 import time
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from tests.ui.conftest import VIEWPORT, screenshot
@@ -30,6 +32,13 @@ def page_server(models_root, tmp_path_factory):
                                      encoding="utf-8-sig")
     (data / "styles-extra.csv").write_text("name,prompt,negative_prompt\nextra,watercolor,photo\n",
                                            encoding="utf-8-sig")
+    from tests.core.test_network_cards import fake_lora
+
+    lora = fake_lora(data / "models" / "Lora" / "styles" / "ink.safetensors",
+                     ss_tag_frequency={"10_ink": {"ink wash": 12, "monochrome": 3}})
+    (data / "models" / "Lora" / "styles" / "ink.json").write_text('{"preferred weight": 0.8, "notes": "keep"}')
+    Image.new("RGB", (64, 96), (30, 120, 200)).save(lora[:-len(".safetensors")] + ".preview.png")
+    fake_lora(data / "models" / "Lora" / "other.safetensors")
     argv = ["--api", "--data-dir", str(data), "--styles-file", str(data / "styles.csv"),
             "--styles-file", str(data / "styles-*.csv")]
     with live_server(argv) as (url, app):
@@ -166,6 +175,56 @@ def test_pasted_settings_without_a_control_go_to_override_settings(page, page_se
     assert app.state.webui.settings.get("CLIP_stop_at_last_layers") == 1
     expect(overrides).to_contain_text("Clip skip: 2")  # it stays for the next generation, as in A1111
     assert not page.errors, page.errors
+
+
+# -- 1. Extra Networks ----------------------------------------------------------------------------------------------
+
+
+def test_lora_cards_insert_tags_and_edit_metadata(page, page_server):
+    _, _, data = page_server
+    page.fill("#txt2img_prompt textarea", "a harbour")
+    page.locator("#txt2img_extra_networks").get_by_text("Extra Networks").first.click()
+    cards = page.locator("#txt2img_lora_cards .card")
+    expect(cards).to_have_count(2)
+    expect(page.locator("#txt2img_extra_status")).to_contain_text("2 of 2")
+    ink = page.locator("#txt2img_lora_cards .card[data-name='ink']")
+    assert "data:image/jpeg;base64," in ink.get_attribute("style")  # its preview beside the file
+    # search (by a training tag from the file's metadata), folder filter
+    page.fill("#txt2img_extra_search textarea", "monochrome")
+    expect(cards).to_have_count(1)
+    page.fill("#txt2img_extra_search textarea", "")
+    expect(cards).to_have_count(2)
+    # a click adds <lora:name:preferred weight>, a second click removes it
+    ink.click()
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value("a harbour <lora:ink:0.8>")
+    screenshot(page, "extra_networks_lora")
+    page.locator("#txt2img_lora_cards .card[data-name='ink']").click()
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value("a harbour")
+
+    # the metadata editor writes the .json sidecar (other keys kept) and the card's prompt follows it
+    page.locator("#txt2img_lora_cards .card[data-name='ink'] .edit-button").click()
+    editor = page.locator("#txt2img_extra_networks_editor")
+    expect(editor).to_be_visible()
+    expect(editor).to_contain_text("ink wash (12)")  # training tags from the safetensors metadata
+    page.fill("#txt2img_extra_edit_description textarea", "Ink wash style")
+    page.fill("#txt2img_extra_edit_activation textarea", "ink wash")
+    set_slider(page, "txt2img_extra_edit_weight", 0.6)
+    page.click("#txt2img_extra_edit_save")
+    expect(editor).to_be_hidden()
+    sidecar = data / "models" / "Lora" / "styles" / "ink.json"
+    _wait_for(lambda: json.loads(sidecar.read_text()).get("description") == "Ink wash style")
+    meta = json.loads(sidecar.read_text())
+    assert meta["activation text"] == "ink wash" and meta["preferred weight"] == 0.6 and meta["notes"] == "keep"
+    expect(page.locator("#txt2img_lora_cards .card[data-name='ink']")).to_contain_text("Ink wash style")
+    page.locator("#txt2img_lora_cards .card[data-name='ink']").click()
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value("a harbour <lora:ink:0.6> ink wash")
+    assert not page.errors, page.errors
+
+
+def set_slider(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
 
 
 # -- 6. emoji ------------------------------------------------------------------------------------------------------

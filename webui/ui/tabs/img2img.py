@@ -14,6 +14,7 @@ from webui.core.io import paste
 from webui.core.types import GenerationRequest, InpaintOptions
 from webui.ui import common
 from webui.ui import components as c
+from webui.ui import extra_networks
 from webui.ui.tabs import txt2img
 
 NAME = "img2img"
@@ -188,6 +189,7 @@ PASTE_FIELDS = paste.IMG2IMG_FIELDS
 def build(state) -> c.TabUi:
     form = common.Form()
     row = c.toprow(state, form, NAME)
+    networks = extra_networks.build(state, NAME, row.prompt, row.negative_prompt)
     mode = form.add("mode", gr.Number(value=0, precision=0, visible=False, elem_id="img2img_mode"))
     with gr.Row(elem_id=f"{NAME}_extra_tabs"):
         with gr.Column(scale=4, elem_id=f"{NAME}_settings"):
@@ -284,6 +286,7 @@ def build(state) -> c.TabUi:
             c.alwayson_scripts_ui(state, form, NAME, state.scripts_img2img)
             c.script_controls(form, NAME, state.scripts_img2img)
         output = c.output_panel(state, NAME)
+    networks.connect_gallery(output)
     c.connect_token_counters(state, row, steps)
     c.connect_reuse_seed(seed, reuse_seed, output, is_subseed=False)
     c.connect_reuse_seed(subseed, reuse_subseed, output, is_subseed=True)

@@ -11,6 +11,7 @@ from webui.core.io import paste
 from webui.core.types import GenerationRequest, HiresOptions, RefinerOptions
 from webui.ui import common
 from webui.ui import components as c
+from webui.ui import extra_networks
 
 NAME = "txt2img"
 
@@ -103,6 +104,7 @@ def build(state) -> c.TabUi:
     """Lay the tab out (inside the caller's ``gr.Tab``) and wire Generate, paste, counters and seeds."""
     form = common.Form()
     row = c.toprow(state, form, NAME)
+    networks = extra_networks.build(state, NAME, row.prompt, row.negative_prompt)
     with gr.Row(elem_id=f"{NAME}_extra_tabs"):
         with gr.Column(scale=4, elem_id=f"{NAME}_settings"):
             steps = c.sampler_row(state, form, NAME)
@@ -151,6 +153,7 @@ def build(state) -> c.TabUi:
             c.alwayson_scripts_ui(state, form, NAME, state.scripts_txt2img)
             c.script_controls(form, NAME, state.scripts_txt2img)
         output = c.output_panel(state, NAME)
+    networks.connect_gallery(output)
     del enable_hr
     c.connect_token_counters(state, row, steps)
     c.connect_reuse_seed(seed, reuse_seed, output, is_subseed=False)
