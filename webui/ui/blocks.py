@@ -56,6 +56,9 @@ def build_ui(state) -> gr.Blocks:
     """The whole page. Component values that depend on stored settings are refreshed on every page load."""
     if state.plugins is not None:
         state.plugins.call("on_before_ui", state=state)
+    # the plugins' tabs are built before the page, as A1111 calls ui_tabs_callback before its gr.Blocks: a Blocks
+    # made inside the page's context would also render itself where it was made
+    plugin_tabs = _plugin_tabs(state)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         top = _top_bar(state)
         if state.demo_notice:
@@ -77,7 +80,7 @@ def build_ui(state) -> gr.Blocks:
             with gr.Tab("Train", id="train", elem_id="tab_train"):
                 train.build(state)
             # plugins' own tabs go after Train, before Settings (A1111 ui_tabs_callback)
-            for blocks, title, elem_id in _plugin_tabs(state):
+            for blocks, title, elem_id in plugin_tabs:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
             if state.plugins is not None:
