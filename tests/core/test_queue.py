@@ -255,3 +255,22 @@ def test_cheap_preview_of_a_batch_is_a_grid():
     single = ProgressTracker(options=_options(show_progress_every_n_steps=1, show_progress_grid=False))
     single.step(1, 2, latent)
     assert single.current_image.size == (2, 2)
+
+
+def test_future_by_task_id_for_a_page_that_comes_back(jq):
+    """A1111 restore_progress: a reloaded page finds its task's Future by id -- queued, running, or among the last
+    RECORDED_RESULTS_LIMIT finished ones -- and gets the result from it."""
+    gate = threading.Event()
+    running = jq.submit("t", lambda p: gate.wait(10) and "first", "task(a)")
+    queued = jq.submit("t", lambda p: "second", "task(b)")
+    assert jq.future("task(b)") is queued
+    deadline = time.time() + 5
+    while jq.current_task != "task(a)" and time.time() < deadline:
+        time.sleep(0.01)
+    assert jq.future("task(a)") is running
+    gate.set()
+    assert queued.result(5) == "second"
+    assert jq.future("task(a)").result() == "first" and jq.future("task(b)").result() == "second"
+    for i in range(q.RECORDED_RESULTS_LIMIT):
+        jq.run("t", lambda p: None, f"task(more{i})")
+    assert jq.future("task(a)") is None and jq.future("task(nope)") is None

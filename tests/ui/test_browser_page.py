@@ -227,6 +227,36 @@ def set_slider(page, elem_id: str, value) -> None:
     box.press("Enter")
 
 
+# -- 4. progress after a reload --------------------------------------------------------------------------------------
+
+
+def test_progress_comes_back_after_a_reload(page):
+    """Reload mid-generation: the progress bar comes back (the task followed by its id), Interrupt still reaches
+    the job, and its result is shown on the reloaded page."""
+    page.fill("#txt2img_prompt textarea", "long job")
+    set_slider(page, "txt2img_width", 64)
+    set_slider(page, "txt2img_height", 64)
+    set_slider(page, "txt2img_steps", 20)
+    set_slider(page, "txt2img_batch_count", 30)
+    page.fill("#txt2img_seed input", "99")
+    page.click("#txt2img_generate")
+    running = page.locator("#txt2img_progress .webui-progress[data-status=running]")
+    expect(running).to_be_visible(timeout=90_000)
+    task_id = running.get_attribute("data-task-id")
+    assert task_id and page.evaluate("localStorage.getItem('txt2img_task_id')") == task_id
+    page.reload()
+    page.wait_for_selector("#txt2img_prompt textarea")
+    expect(page.locator(f"#txt2img_progress .webui-progress[data-task-id='{task_id}']")).to_be_visible()
+    expect(page.locator("#txt2img_interrupt")).to_be_visible()
+    screenshot(page, "txt2img_progress_restored")
+    page.click("#txt2img_interrupt")
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=60_000)
+    expect(page.locator("#html_info_txt2img")).to_contain_text("Seed: 99")
+    expect(page.locator("#txt2img_gallery img").first).to_be_visible()
+    assert page.evaluate("localStorage.getItem('txt2img_task_id')") is None
+    assert not page.errors, page.errors
+
+
 # -- 6. emoji ------------------------------------------------------------------------------------------------------
 
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 FINISHED_TASKS_LIMIT = 16
 #: Outcomes kept for GET /sdapi/v1/progress?id_task= (ours): enough for many clients polling a little late.
 TASK_RECORDS_LIMIT = 1024
+#: How many finished tasks keep their result for a page that comes back (A1111 progress.recorded_results_limit).
+RECORDED_RESULTS_LIMIT = 2
 
 # Task outcomes (GET /sdapi/v1/progress?id_task=...).
 QUEUED, RUNNING, FINISHED, INTERRUPTED, FAILED, CANCELLED, UNKNOWN = (
@@ -314,6 +316,7 @@ class JobQueue:
         self._current: _Job | None = None
         self._finished: deque[str] = deque(maxlen=FINISHED_TASKS_LIMIT)
         self._records: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._results: OrderedDict[str, TaskFuture] = OrderedDict()  # the last finished tasks' futures
 
     def configure_previews(self, options: Callable[[str], Any] | None = None,
                            model_arch: Callable[[], str | None] | None = None, decoder: Any = None) -> None:
@@ -400,6 +403,9 @@ class JobQueue:
                 interrupted = self.progress.interrupted
                 self.progress.end()
                 self._current = None
+                self._results[job.task_id] = job.future
+                while len(self._results) > RECORDED_RESULTS_LIMIT:
+                    self._results.popitem(last=False)
                 if ok:
                     self._finished.append(job.task_id)
                 status = FAILED if not ok else INTERRUPTED if interrupted else FINISHED
@@ -465,6 +471,17 @@ class JobQueue:
         """The last 16 tasks that ended without an exception (A1111 progress.finished_tasks)."""
         with self._lock:
             return list(self._finished)
+
+    def future(self, task_id: str) -> TaskFuture | None:
+        """The Future of a queued or running task, or of one of the last finished ones (A1111 ``restore_progress``:
+        a page that comes back after a reload follows its task, and gets its result, by the task id); else None."""
+        with self._lock:
+            if self._current is not None and self._current.task_id == task_id:
+                return self._current.future
+            job = self._pending.get(task_id)
+            if job is not None:
+                return job.future
+            return self._results.get(task_id)
 
     def task_status(self, task_id: str) -> TaskStatus:
         with self._lock:

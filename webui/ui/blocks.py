@@ -43,6 +43,7 @@ CSS = """
 .token-counter { text-align: right; font-size: 0.8em; opacity: 0.7; margin-top: -0.5em; }
 button.tool { max-width: 3em; min-width: 2.5em !important; }
 .infotext p { font-family: monospace; font-size: 0.85em; word-break: break-word; }
+.webui-hidden { display: none !important; }
 """
 
 

@@ -123,19 +123,21 @@ def _fmt_eta(seconds: float | None) -> str:
 def progress_html(state, task_id: str) -> str:
     """The progress bar of one task, from the queue's tracker (the same numbers as /internal/progress)."""
     status = state.queue.task_status(task_id)
+    tid = html.escape(task_id, quote=True)  # read by javascript/progress_restore.js to follow the task after a reload
     if status.status == q.QUEUED:
-        return (f"<div class='webui-progress' data-status='queued'><div class='progress-text'>"
+        return (f"<div class='webui-progress' data-status='queued' data-task-id='{tid}'><div class='progress-text'>"
                 f"In queue: {status.queue_position}/{status.queue_size}</div></div>")
     tracker = state.queue.progress
     if status.status != q.RUNNING or tracker.current_task != task_id:
-        return "<div class='webui-progress' data-status='waiting'><div class='progress-text'>Waiting...</div></div>"
+        return (f"<div class='webui-progress' data-status='waiting' data-task-id='{tid}'><div class='progress-text'>"
+                "Waiting...</div></div>")
     progress, eta = tracker.internal_progress()
     pct = int(progress * 100)
     eta_text = _fmt_eta(eta)
     text = f"{pct}%" + (f" ETA: {eta_text}" if eta_text else "")
     if tracker.textinfo:
         text += f" {html.escape(tracker.textinfo)}"
-    return (f"<div class='webui-progress' data-status='running' data-progress='{pct}'>"
+    return (f"<div class='webui-progress' data-status='running' data-progress='{pct}' data-task-id='{tid}'>"
             f"<div class='progress-bar' style='width:{pct}%'></div><div class='progress-text'>{text}</div></div>")
 
 

@@ -578,11 +578,42 @@ def wire_generate(state, tab: str, row: Toprow, form: common.Form, output: Outpu
         yield finish({output.gallery: shown.images, output.generation_info: shown.info_json,
                       output.html_info: shown.html, output.selected_index: -1})
 
+    def restore(task_id: str):
+        """A1111 ``restore_progress``: the page came back (a reload) while its task ran -- follow it by its id
+        (kept in the browser's localStorage) and show its result; a finished task's result is still shown when it
+        is one of the last ones (``state.queue.future``); an unknown id shows nothing."""
+        future = state.queue.future(task_id) if task_id else None
+        if future is None:
+            yield finish({})
+            return
+        yield {**running(True), row.task_id: task_id, output.html_log: ""}
+        for tick in common.watch(state, future):
+            update = {output.progress: tick.html}
+            if tick.preview is not None:
+                update[output.preview] = gr.update(value=tick.preview, visible=True)
+            yield update
+        try:
+            result = future.result()
+        except Exception as e:
+            yield finish({output.html_log: common.error_html(e)})
+            return
+        shown = common.shown_result(state, result)
+        yield finish({output.gallery: shown.images, output.generation_info: shown.info_json,
+                      output.html_info: shown.html, output.selected_index: -1})
+
     outputs = [row.generate, row.interrupt, row.skip, row.task_id, output.progress, output.preview, output.gallery,
                output.generation_info, output.html_info, output.html_log, output.selected_index]
     inputs = form.inputs()
-    row.generate.click(generate, inputs, outputs, show_progress="hidden", concurrency_limit=None)
-    row.prompt.submit(generate, inputs, outputs, show_progress="hidden", concurrency_limit=None)
+    # the task id is kept in localStorage while the job runs (javascript/progress_restore.js reads it from the
+    # progress bar); it is forgotten when the job's result is shown
+    forget = f"() => {{ localStorage.removeItem('{tab}_task_id'); }}"
+    row.generate.click(generate, inputs, outputs, show_progress="hidden", concurrency_limit=None).then(
+        None, None, None, js=forget)
+    row.prompt.submit(generate, inputs, outputs, show_progress="hidden", concurrency_limit=None).then(
+        None, None, None, js=forget)
+    restore_button = gr.Button("Restore progress", elem_id=f"{tab}_restore_progress", elem_classes=["webui-hidden"])
+    restore_button.click(restore, [row.task_id], outputs, show_progress="hidden", concurrency_limit=None,
+                         js=f"() => localStorage.getItem('{tab}_task_id') || ''").then(None, None, None, js=forget)
 
 
 def _merge_results(state, results: list) -> common.ShownResult:

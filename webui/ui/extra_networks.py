@@ -48,7 +48,6 @@ CSS = """
 .extra-network-cards .card .edit-button { position: absolute; top: 4px; right: 4px; background: rgba(0,0,0,.5);
   border-radius: 4px; padding: 0 4px; font-size: 1.1em; }
 .extra-network-cards .nocards { padding: 1em; opacity: .7; }
-.webui-hidden { display: none !important; }
 </style>
 """
 
