@@ -63,13 +63,14 @@ def wildcards(tmp_path):
     return folder
 
 
-def _p(prompt, wildcards, *, n_iter=1, batch_size=1, seed=100, negative="", subseed_strength=0.0, **opts):
+def _p(prompt, wildcards, *, n_iter=1, batch_size=1, seed=100, negative="", subseed_strength=0.0, is_img2img=False,
+       **opts):
     n = n_iter * batch_size
     seeds = [seed + (i if subseed_strength == 0 else 0) for i in range(n)]
     return types.SimpleNamespace(
         all_prompts=[prompt] * n, all_negative_prompts=[negative] * n, prompt=prompt, negative_prompt=negative,
         n_iter=n_iter, batch_size=batch_size, all_seeds=seeds, all_subseeds=[7 + i for i in range(n)], seed=seed,
-        subseed_strength=subseed_strength, extra_generation_params={}, plugin_data={},
+        subseed_strength=subseed_strength, extra_generation_params={}, plugin_data={}, is_img2img=is_img2img,
         opts=Opts(wildcard_dir=str(wildcards), **opts))
 
 
@@ -143,6 +144,11 @@ def test_seed_options_template_and_switches(wildcards):
     assert custom.all_prompts[0] in ("a c", "b c")  # other brackets (options dp_parser_variant_*)
     with pytest.raises(ScriptError, match="cannot expand the prompt template"):
         _run(_p("<a|b> {c|d}", wildcards, dp_parser_variant_start="<", dp_parser_variant_end=">"))
+    # img2img runs whole batches of its init images: a short last batch is refused, "Don't generate images" makes one
+    with pytest.raises(ScriptError, match="3 prompts, not a multiple of the batch size 2"):
+        _run(_p("{a|b|c}", wildcards, batch_size=2, is_img2img=True), is_combinatorial=True)
+    one = _run(_p("{a|b}", wildcards, n_iter=3, batch_size=2, is_img2img=True), no_image_generation=True)
+    assert len(one.all_prompts) == 2 and one.batch_size == 2
     with pytest.raises(ScriptError, match="Magic prompt is not available.*Hugging Face hub"):
         _run(_p("x", wildcards), is_magic_prompt=True)
     with pytest.raises(ScriptError, match="feeling lucky is not available.*lexica.art"):

@@ -212,6 +212,12 @@ class ScriptDynamicPrompts(Script):
         updated_count = len(all_prompts)
         if updated_count == 0:
             raise ScriptError(TITLE, "the prompt template expands to no prompt at all")
+        if p.is_img2img and updated_count % p.batch_size and not no_image_generation:
+            # img2img prepares its init images for whole batches; a short last batch (which A1111 runs into a
+            # tensor-size error) is refused up front instead
+            raise ScriptError(TITLE, f"the template makes {updated_count} prompts, not a multiple of the batch "
+                                     f"size {p.batch_size}: img2img runs whole batches; use batch size 1 or set "
+                                     "Max generations to a multiple of the batch size")
         p.n_iter = math.ceil(updated_count / p.batch_size)
         if num_images != updated_count:
             p.all_seeds, p.all_subseeds = get_seeds(p, updated_count, use_fixed_seed, is_combinatorial,
@@ -228,8 +234,11 @@ class ScriptDynamicPrompts(Script):
         p.all_prompts = list(all_prompts)
         p.all_negative_prompts = list(all_negative_prompts)
         if no_image_generation:
-            p.batch_size = 1  # the extension's way: one image is still made, with the first prompt
-            p.all_prompts = list(all_prompts[0:1])
+            if p.is_img2img:  # its init images are prepared for whole batches: one batch is made
+                p.all_prompts = _repeat_to_length(list(all_prompts), p.batch_size)
+            else:
+                p.batch_size = 1  # the extension's way: one image is still made, with the first prompt
+                p.all_prompts = list(all_prompts[0:1])
         p.plugin_data[TITLE] = {"template": original_prompt, "negative_template": original_negative_prompt,
                                 "prompts": list(all_prompts), "negative_prompts": list(all_negative_prompts)}
 
