@@ -70,7 +70,7 @@ def _p(prompt, wildcards, *, n_iter=1, batch_size=1, seed=100, negative="", subs
     return types.SimpleNamespace(
         all_prompts=[prompt] * n, all_negative_prompts=[negative] * n, prompt=prompt, negative_prompt=negative,
         n_iter=n_iter, batch_size=batch_size, all_seeds=seeds, all_subseeds=[7 + i for i in range(n)], seed=seed,
-        subseed_strength=subseed_strength, extra_generation_params={}, plugin_data={}, is_img2img=is_img2img,
+        subseed_strength=subseed_strength, extra_generation_params={}, plugin_data={}, is_img2img=is_img2img, comments=[],
         opts=Opts(wildcard_dir=str(wildcards), **opts))
 
 
@@ -142,8 +142,12 @@ def test_seed_options_template_and_switches(wildcards):
     assert len(none.all_prompts) == 1 and none.batch_size == 1  # the extension still makes one image
     custom = _run(_p("<a|b> c", wildcards, dp_parser_variant_start="<", dp_parser_variant_end=">"))
     assert custom.all_prompts[0] in ("a c", "b c")  # other brackets (options dp_parser_variant_*)
-    with pytest.raises(ScriptError, match="cannot expand the prompt template"):
-        _run(_p("<a|b> {c|d}", wildcards, dp_parser_variant_start="<", dp_parser_variant_end=">"))
+    # what the library's parser rejects (a stray bracket, "%" and "$" it reserves) is used as written, and said
+    for text, brackets in (("<a|b> {c|d}", ("<", ">")), ("50% off", ("{", "}")), ("a {b", ("{", "}"))):
+        kept = _run(_p(text, wildcards, n_iter=2, dp_parser_variant_start=brackets[0],
+                       dp_parser_variant_end=brackets[1]))
+        assert kept.all_prompts == [text, text] and kept.n_iter == 2
+        assert kept.comments and "used as written" in kept.comments[0]
     # img2img runs whole batches of its init images: a short last batch is refused, "Don't generate images" makes one
     with pytest.raises(ScriptError, match="3 prompts, not a multiple of the batch size 2"):
         _run(_p("{a|b|c}", wildcards, batch_size=2, is_img2img=True), is_combinatorial=True)
@@ -221,6 +225,9 @@ def test_combinatorial_over_the_api_sets_the_batch_count(client):
     first = info["index_of_first_image"]
     assert info["all_seeds"] == [5, 6, 7, 8] and len(body["images"]) == first + 4
     assert [t.splitlines()[0] for t in info["infotexts"][first:]] == info["all_prompts"]
+    # plain text the library cannot parse keeps working, and the job says why
+    _, info_pct = _post(client, prompt="50% off", n_iter=1)
+    assert info_pct["all_prompts"] == ["50% off"] and "used as written" in info_pct["comments"][0]
     off, info_off = _post(client, n_iter=1, alwayson_scripts={KEY.lower(): {"args": [False]}})
     assert info_off["all_prompts"] == [BODY["prompt"]]
     r = client.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {KEY: {"args": [True, False, 1, True]}}})

@@ -206,8 +206,14 @@ class ScriptDynamicPrompts(Script):
         except GeneratorException as e:  # the extension's way: the error becomes the prompt (and is logged)
             log.exception("Dynamic Prompts: %s", e)
             all_prompts, all_negative_prompts = [str(e)], [str(e)]
-        except (ValueError, ParseBaseException) as e:  # a template the parser rejects ("a {b", a stray bracket)
-            raise ScriptError(TITLE, f"cannot expand the prompt template: {e}") from e
+        except (ValueError, ParseBaseException) as e:
+            # a prompt the library's parser rejects: "a {b", and plain text such as "50% off" or "$5" (dynamicprompts
+            # 0.31 reserves % and $; the extension lets the error fail the job). Built in and on by default here,
+            # the prompt is used as written instead, and the job says why (logged, and in info "comments").
+            message = f"Dynamic Prompts: the prompt is used as written, it cannot be parsed as a template ({e})"
+            log.warning(message)
+            p.comments.append(message)
+            return
 
         updated_count = len(all_prompts)
         if updated_count == 0:
