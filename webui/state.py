@@ -196,3 +196,16 @@ def _note_failures(state: AppState) -> None:
         notice = f"Checkpoint {os.path.basename(filename)} could not be loaded: {reason}"
         if notice not in state.notices:
             state.notices.append(notice)
+
+
+def training_services(state: AppState):
+    """What the trainers (webui.core.train) run on, for the API and the Train tab alike: the engine, the databases
+    and A1111's folders (``--embeddings-dir``, ``--hypernetwork-dir``, ``--textual-inversion-templates-dir``; a
+    relative log directory is under the data folder)."""
+    from webui.core.train.common import TrainingServices
+
+    return TrainingServices(
+        engine=state.engine, settings=state.settings, embeddings=state.embeddings, hypernetworks=state.hypernetworks,
+        embeddings_dir=state.config.embeddings_dir, hypernetwork_dir=state.config.hypernetwork_dir,
+        templates_dir=state.config.extra("textual_inversion_templates_dir"), base_dir=state.config.data_dir,
+    )

@@ -27,6 +27,8 @@ from webui.core.postprocess.upscalers import UpscalerLoadError, UpscalerNotFound
 from webui.core.models.registry import CheckpointNotFound
 from webui.core.options import FrozenOption, OptionError
 from webui.core.settings import UnknownOption
+from webui.core.train.args import TrainingInputError
+from webui.core.train.common import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,11 @@ def error_response(status: int, error: str, detail="", errors="", headers=None) 
 def _status_for(exc: Exception) -> int:
     if isinstance(exc, CheckpointNotFound):
         return 404
+    if isinstance(exc, TrainingInputError):
+        return exc.status
     if isinstance(exc, (TaskCancelled, DuplicateTaskId)):
         return 409
-    if isinstance(exc, (CheckpointLoadError, ControlNetError, ScriptError, VaeLoadError)):
+    if isinstance(exc, (CheckpointLoadError, ControlNetError, ScriptError, VaeLoadError, TrainingError)):
         return 422
     if isinstance(exc, (GenerationError, UnknownOption, InvalidImage, InvalidImageFormat, FaceRestoreUnavailable,
                         UnknownFaceRestorer, UpscalerNotFound, UpscalerLoadError)):
@@ -156,7 +160,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # A1111's shape, and the server goes on serving.
     for cls in (CheckpointNotFound, GenerationError, UnknownOption, InvalidImage, InvalidImageFormat,
                 CheckpointLoadError, ControlNetError, ScriptError, VaeLoadError, FaceRestoreUnavailable,
-                UnknownFaceRestorer, UpscalerNotFound, UpscalerLoadError, TaskCancelled, DuplicateTaskId, Exception):
+                UnknownFaceRestorer, UpscalerNotFound, UpscalerLoadError, TaskCancelled, DuplicateTaskId,
+                TrainingInputError, TrainingError, Exception):
         app.add_exception_handler(cls, any_error)
 
 

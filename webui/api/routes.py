@@ -1,7 +1,7 @@
 """The API route table: path, method, handler, response model. One place. Every route is guarded by --api-auth.
 
-A1111 v1.10.1's ``modules/api/api.py`` routes whose feature exists here; routes of later features (extras,
-interrogate, train, ...) are absent (404) until their code lands. ``/sdapi/v1/version`` is absent on purpose:
+A1111 v1.10.1's ``modules/api/api.py`` routes whose feature exists here; routes of features not built yet
+(interrogate) are absent (404) until their code lands. ``/sdapi/v1/version`` is absent on purpose:
 clients tell A1111 from SD.Next by it. The ``/internal/*`` routes exist in UI mode only, as in A1111.
 """
 
@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 
 from webui.api import models as m
 from webui.api.auth import make_auth_dependency
-from webui.api.handlers import extras, generation, info, models, networks, options, progress, server
+from webui.api.handlers import extras, generation, info, models, networks, options, progress, server, train
 from webui.config import Config
 
 
@@ -75,6 +75,10 @@ ROUTES: tuple[Route, ...] = (
     Route("/sdapi/v1/upscalers", "GET", extras.upscalers, list[extras.UpscalerItem]),
     Route("/sdapi/v1/realesrgan-models", "GET", extras.realesrgan_models, list[extras.RealesrganItem]),
     Route("/sdapi/v1/face-restorers", "GET", extras.face_restorers, list[extras.FaceRestorerItem]),
+    Route("/sdapi/v1/create/embedding", "POST", train.create_embedding, train.CreateResponse),
+    Route("/sdapi/v1/create/hypernetwork", "POST", train.create_hypernetwork, train.CreateResponse),
+    Route("/sdapi/v1/train/embedding", "POST", train.train_embedding, train.TrainResponse),
+    Route("/sdapi/v1/train/hypernetwork", "POST", train.train_hypernetwork, train.TrainResponse),
     Route("/sdapi/v1/server-kill", "POST", server.server_kill, None, flag="api_server_stop"),
     Route("/sdapi/v1/server-restart", "POST", server.server_restart, None, flag="api_server_stop"),
     Route("/sdapi/v1/server-stop", "POST", server.server_stop, None, flag="api_server_stop"),

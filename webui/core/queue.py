@@ -145,6 +145,11 @@ class ProgressTracker:
         if self.job_count > 1:
             self.job = f"Batch {value + 1} out of {self.job_count}"
 
+    def set_job_no(self, value: int) -> None:
+        """Move to ``value`` without the "Batch i out of n" naming of generation batches (A1111's trainers set
+        ``state.job_no`` to the training step and keep their job name)."""
+        self._job_no = value
+
     def step(self, step: int, steps: int, latent: Any = None) -> None:
         """The pipeline finished sampling step ``step`` (1-based) of ``steps``; ``latent`` is its denoised estimate.
 

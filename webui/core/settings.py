@@ -321,8 +321,12 @@ OPTIONS: tuple[Option, ...] = tuple(
     + _opts(
         "training",
         ("unload_models_when_training", False, "Move VAE and CLIP to RAM when training if possible."),
+        ("save_optimizer_state", False, "Saves Optimizer state as separate *.optim file. Training of embedding or HN can be resumed with the matching optim file."),
         ("save_training_settings_to_txt", True, "Save textual inversion and hypernet settings to a text file whenever training starts."),
+        ("dataset_filename_word_regex", "", "Filename word regex"),
+        ("dataset_filename_join_string", " ", "Filename join string"),
         ("training_image_repeats_per_epoch", 1, "Number of repeats for a single input image per epoch"),
+        ("training_write_csv_every", 500, "Save an csv containing the loss to log directory every N steps, 0 to disable"),
     )
 )
 

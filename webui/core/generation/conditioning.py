@@ -296,6 +296,11 @@ class PromptEncoder:
 
     @torch.no_grad()
     def __call__(self, texts: list[str], is_negative: bool = False) -> Cond:
+        return self.encode(texts, is_negative)
+
+    def encode(self, texts: list[str], is_negative: bool = False) -> Cond:
+        """:meth:`__call__` with autograd left as the caller has it: textual-inversion training needs the gradient
+        of the conditioning with respect to the embedding's vectors (A1111 calls its cond_stage_model directly)."""
         comp, opts = self.components, self.options
         if opts.emphasis != "Original" and any("(" in t or "[" in t for t in texts):
             self.report.emphasis = opts.emphasis

@@ -365,6 +365,7 @@ class EmbeddingDatabase:
         self._errors: dict[str, str] = {}
         self._lookups: dict[int, tuple[Any, dict[int, list[tuple[list[int], Embedding]]]]] = {}
         self._displayed: tuple = ()
+        self._overrides: dict[str, Embedding] = {}  # in-memory embeddings answering for their names (training)
 
     # -- scanning ---------------------------------------------------------------------------------------------
     def _dirs_changed(self) -> bool:
@@ -452,7 +453,26 @@ class EmbeddingDatabase:
 
     def get(self, name: str) -> Embedding | None:
         with self._lock:
-            return self._registered.get(name)
+            return self._overrides.get(name) or self._registered.get(name)
+
+    @contextlib.contextmanager
+    def overriding(self, embedding: Embedding) -> Iterator[None]:
+        """Within the block ``embedding`` (an in-memory one, e.g. the vectors being trained) answers for its name in
+        prompts, whatever the folders hold -- A1111's trainer renders its previews with the embedding in training,
+        not the file. Undone on leaving."""
+        with self._lock:
+            previous = self._overrides.get(embedding.name)
+            self._overrides[embedding.name] = embedding
+            self._lookups = {}
+        try:
+            yield
+        finally:
+            with self._lock:
+                if previous is None:
+                    self._overrides.pop(embedding.name, None)
+                else:
+                    self._overrides[embedding.name] = previous
+                self._lookups = {}
 
     def api_listing(self) -> dict[str, dict[str, dict]]:
         """``GET /sdapi/v1/embeddings``: ``{"loaded": {name: item}, "skipped": {name: item}}`` (A1111
@@ -470,7 +490,10 @@ class EmbeddingDatabase:
             if cached is not None and cached[0] is tokenizer:
                 return cached[1]
             lookup: dict[int, list[tuple[list[int], Embedding]]] = {}
-            for name, embedding in self._registered.items():
+            registered = self._registered
+            if self._overrides:
+                registered = {n: e for n, e in registered.items() if n not in self._overrides} | self._overrides
+            for name, embedding in registered.items():
                 ids = list(tokenizer([name], truncation=False, add_special_tokens=False)["input_ids"][0])
                 if not ids:
                     logger.warning("embedding name %r has no tokens; it can never be used in a prompt", name)

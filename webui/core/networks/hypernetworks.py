@@ -464,11 +464,26 @@ def apply_hypernetworks(
         yield
         return
     device, dtype = unet.device, unet.dtype
+    layers = [(hypernetwork.layers_for(device, dtype), multiplier) for hypernetwork, multiplier in activations]
+    with apply_hypernetwork_layers(unet, layers):
+        yield
+
+
+@contextmanager
+def apply_hypernetwork_layers(
+    unet: torch.nn.Module,
+    layers: Sequence[tuple[Mapping[int, Sequence[HypernetworkModule]], float]],
+) -> Iterator[None]:
+    """:func:`apply_hypernetworks` for layers given as they are (``{size: (module_k, module_v)}`` with a multiplier):
+    the modules run as given, on their own device and dtype -- training passes the very modules it trains."""
     chains: dict[int, list[tuple[HypernetworkModule, HypernetworkModule, float]]] = {}
-    for hypernetwork, multiplier in activations:
-        for size, (module_k, module_v) in hypernetwork.layers_for(device, dtype).items():
+    for by_size, multiplier in layers:
+        for size, (module_k, module_v) in by_size.items():
             chains.setdefault(size, []).append((module_k, module_v, float(multiplier)))
     chain: dict[int, _Chain] = {size: tuple(c) for size, c in chains.items()}
+    if not chain:
+        yield
+        return
 
     targets = [m for m in _attention_modules(unet) if _context_width(m) in chain]
     for attn in targets:
