@@ -47,10 +47,14 @@ class SeedPrompt(scripts.Script):
         p.extra_generation_params["Seed prompt"] = mark
 
 
+CHANGES = []
+
+
 def on_ui_settings():
     section = ("seed_prompt", "Seed prompt")
     shared.opts.add_option("seed_prompt_suffix", shared.OptionInfo(
         "tail", "Text after the seed", section=section).info("appended to every prompt").needs_reload_ui())
+    shared.opts.onchange("seed_prompt_suffix", lambda: CHANGES.append(shared.opts.seed_prompt_suffix), call=False)
 
 
 script_callbacks.on_ui_settings(on_ui_settings)

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import logging
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,7 +19,7 @@ from tests.plugins.extension_fixtures import write_extensions
 from webui.app import build_app
 from webui.config import ConfigError, parse
 
-BODY = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 11, "sampler_name": "Euler"}
+BODY = {"prompt": "a cat", "steps": 1, "width": 64, "height": 64, "seed": 11, "sampler_name": "Euler"}
 
 
 def _app(data_dir, *flags):
@@ -89,6 +90,8 @@ def test_extension_option_in_options_and_config_json(ext_data):
         assert c.get("/sdapi/v1/options").json()["seed_prompt_suffix"] == "tail"
         assert c.post("/sdapi/v1/options", json={"seed_prompt_suffix": "end"}).status_code == 200
         assert c.get("/sdapi/v1/options").json()["seed_prompt_suffix"] == "end"
+        # opts.onchange saw it
+        assert sys.modules["webui_extension_seed_prompt__seed_prompt"].CHANGES == ["end"]
         r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"Seed prompt": {"args": [True, "X"]}}})
         assert json.loads(r.json()["info"])["all_prompts"] == ["a cat, seed 11 end"]
         # a request's override_settings may name it too (A1111: the options are overridden while the job runs)

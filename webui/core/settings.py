@@ -358,6 +358,7 @@ class Settings:
     values: dict[str, Any] = field(default_factory=dict)
     extra_options: dict[str, Option] = field(default_factory=dict)
     unregistered: dict[str, Any] = field(default_factory=dict)
+    listeners: dict[str, list] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
@@ -403,7 +404,7 @@ class Settings:
         return self.values.get(key, opt.default)
 
     def __getattr__(self, key: str) -> Any:  # opts.samples_format, as A1111 code reads options
-        if key.startswith("_") or key in ("path", "values", "extra_options", "unregistered"):
+        if key.startswith("_") or key in ("path", "values", "extra_options", "unregistered", "listeners"):
             raise AttributeError(key)
         try:
             return self.get(key)
@@ -430,10 +431,22 @@ class Settings:
         if not self.has(key):
             raise UnknownOption(key)
         with self._lock:
-            if self.get(key) == value and key in self.values:
+            old = self.get(key)
+            if old == value and key in self.values:
                 return False
             self.values[key] = value
-            return True
+        if old != value:
+            for listener in list(self.listeners.get(key, ())):
+                try:  # A1111 opts.onchange: a failing listener is logged, the value stays set
+                    listener()
+                except Exception:
+                    log.exception("option %s: change listener %r failed", key, listener)
+        return True
+
+    def on_change(self, key: str, listener) -> None:
+        """Call ``listener()`` after the stored value of ``key`` changes (A1111 ``opts.onchange``)."""
+        self.option(key)
+        self.listeners.setdefault(key, []).append(listener)
 
     def save(self) -> None:
         """Write config.json atomically (temp file + rename), like A1111 but without a torn file on a crash."""

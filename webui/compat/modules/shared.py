@@ -174,7 +174,11 @@ class _Options:
         binding.current().settings.add_option(info.to_option(key, info.section, extension.name if extension else None))
 
     def onchange(self, key: str, func, call: bool = True) -> None:
-        raise binding.missing(f"{_MODULE}.opts", "onchange")
+        """Call ``func()`` after the stored ``key`` changes (POST /options, the Settings tab, ``opts.X = v``), and
+        now when ``call``, as A1111."""
+        self._settings().on_change(key, func)
+        if call:
+            func()
 
     def __repr__(self) -> str:
         return "<modules.shared.opts: the running app's options>"
