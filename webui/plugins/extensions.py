@@ -92,8 +92,12 @@ class Extension:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def report(self, stage: str, file: str | None, error: BaseException) -> ExtensionError:
-        """Record a failure, log it naming the extension (console), and return the record."""
+        """Record a failure, log it naming the extension (console), and return the record. The same failure again
+        (a callback failing at every denoiser step) is neither recorded nor logged at error level twice."""
         record = ExtensionError.from_exception(stage, file, error)
+        if any((e.stage, e.file, e.message) == (record.stage, record.file, record.message) for e in self.errors):
+            log.debug("Extension %s: %s failed again: %s", self.name, stage, record.message)
+            return record
         self.errors.append(record)
         log.error("Extension %s: %s failed%s: %s\n%s", self.name, stage,
                   f" in {file}" if file else "", record.message, record.traceback.rstrip())
