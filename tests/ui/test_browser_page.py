@@ -39,6 +39,9 @@ def page_server(models_root, tmp_path_factory):
     (data / "models" / "Lora" / "styles" / "ink.json").write_text('{"preferred weight": 0.8, "notes": "keep"}')
     Image.new("RGB", (64, 96), (30, 120, 200)).save(lora[:-len(".safetensors")] + ".preview.png")
     fake_lora(data / "models" / "Lora" / "other.safetensors")
+    (data / "ui-config.json").write_text(json.dumps({"txt2img/Sampling steps/value": 7,
+                                                     "txt2img/Width/maximum": 1024,
+                                                     "txt2img/Sampling method/value": "No such sampler"}))
     argv = ["--api", "--data-dir", str(data), "--styles-file", str(data / "styles.csv"),
             "--styles-file", str(data / "styles-*.csv")]
     with live_server(argv) as (url, app):
@@ -254,6 +257,35 @@ def test_progress_comes_back_after_a_reload(page):
     expect(page.locator("#html_info_txt2img")).to_contain_text("Seed: 99")
     expect(page.locator("#txt2img_gallery img").first).to_be_visible()
     assert page.evaluate("localStorage.getItem('txt2img_task_id')") is None
+    assert not page.errors, page.errors
+
+
+# -- 5. ui-config.json ----------------------------------------------------------------------------------------------
+
+
+def test_ui_config_defaults_and_the_defaults_page(page, page_server):
+    _, _, data = page_server
+    path = data / "ui-config.json"
+    # read at start: the stored default and limit apply; a value the control cannot take is ignored
+    expect(page.locator("#txt2img_steps input[type=number]")).to_have_value("7")
+    assert page.locator("#txt2img_width input[type=range]").get_attribute("max") == "1024"
+    expect(page.locator("#txt2img_sampling input")).to_have_value("DPM++ 2M")
+    stored = json.loads(path.read_text())
+    assert stored["txt2img/Sampling steps/value"] == 7  # kept, and every other control written back beside it
+    assert stored["txt2img/CFG Scale/value"] == 7.0 and stored["img2img/Sampling steps/maximum"] == 150
+
+    # Settings > Defaults: view what differs from the file, then write it
+    set_slider(page, "txt2img_steps", 9)
+    page.locator("#tabs").get_by_role("tab", name="Settings", exact=True).click()
+    page.locator("#settings_ui_defaults").get_by_text("Defaults").first.click()
+    page.click("#ui_defaults_view")
+    review = page.locator("#ui_defaults_review")
+    expect(review).to_contain_text("txt2img/Sampling steps/value")
+    assert "txt2img/CFG Scale" not in review.inner_text()
+    page.click("#ui_defaults_apply")
+    expect(review).to_contain_text("Wrote 2 changes.")  # and the sampler the file named wrongly, as A1111
+    stored = json.loads(path.read_text())
+    assert stored["txt2img/Sampling steps/value"] == 9 and stored["txt2img/Sampling method/value"] == "DPM++ 2M"
     assert not page.errors, page.errors
 
 

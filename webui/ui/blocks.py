@@ -16,6 +16,7 @@ from webui.core.options import switch_checkpoint
 from webui.core.settings import OPTIONS_BY_KEY
 from webui.ui import common
 from webui.ui import components as c
+from webui.ui import ui_config
 from webui.ui.tabs import extensions as extensions_tab
 from webui.ui.tabs import extras, img2img, merger, pnginfo, settings, train, txt2img
 
@@ -86,8 +87,11 @@ def build_ui(state) -> gr.Blocks:
                     blocks.render()
             if state.plugins is not None:
                 state.plugins.call("on_ui_settings", settings=state.settings)
+            # ui-config.json: stored defaults and limits for the tabs built so far (A1111 ui_loadsave)
+            defaults = ui_config.apply_defaults(state, tabs)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 sett = settings.build(state)
+                ui_config.defaults_page(defaults)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):  # A1111: last, after Settings
                 extensions_load, extensions_outputs = extensions_tab.build(state)
         _wire_paste(state, t2i)

@@ -179,6 +179,7 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
                 save = gr.Button("Save", variant="primary", elem_id=f"{tab}_extra_edit_save")
                 replace = gr.Button("Replace preview", elem_id=f"{tab}_extra_edit_replace_preview")
                 cancel = gr.Button("Cancel", elem_id=f"{tab}_extra_edit_cancel")
+    accordion.do_not_save_to_config = True  # ui-config.json: pickers and the editor hold no defaults
     ui = ExtraNetworksUi(accordion, page, search, sort, descending, folder, page_no, refresh, cards, status, action,
                          action_button, editor)
     cat_of = lambda: catalog(state)  # noqa: E731

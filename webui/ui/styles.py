@@ -109,6 +109,7 @@ def dialog(state, tab: str, dropdown, edit, main_prompt, main_negative) -> Style
             save = gr.Button("Save", variant="primary", elem_id=f"{tab}_edit_style_save", visible=False)
             delete = gr.Button("Delete", variant="primary", elem_id=f"{tab}_edit_style_delete", visible=False)
             close = gr.Button("Close", variant="secondary", elem_id=f"{tab}_edit_style_close")
+    box.do_not_save_to_config = True  # ui-config.json: the dialog's fields are not defaults (A1111 leaves them out)
     ui = StylesUi(dropdown, edit, box, selection, prompt, negative, save, delete, close, refresh, apply, copy)
 
     def refreshed(reload: bool = False):
