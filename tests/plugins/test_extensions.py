@@ -167,3 +167,86 @@ def test_a_failing_script_method_or_missing_api_is_reported_not_fatal(data_dir):
         assert r.status_code == 200, r.text
         assert json.loads(r.json()["info"])["all_prompts"] == ["a cat, seed 11 tail"]
         assert any("boom in process" in str(e) for e in ext.get("raises").errors)
+
+
+CALLBACKS = '''
+from modules import images, processing, script_callbacks, shared
+
+SEEN = {"denoiser": [], "denoised": 0, "before_saved": [], "saved": [], "loaded": [], "pasted": []}
+
+
+def denoiser(params):
+    SEEN["denoiser"].append((params.sampling_step, params.total_sampling_steps))
+
+
+def denoised(params):
+    SEEN["denoised"] += 1
+
+
+def before_saved(params):
+    SEEN["before_saved"].append(params.p.all_seeds[0])
+    params.pnginfo["parameters"] += ", Callbacks: yes"
+
+
+def saved(params):
+    SEEN["saved"].append(params.filename)
+
+
+def loaded(sd_model):
+    SEEN["loaded"].append((sd_model.sd_checkpoint_info.name_for_extra, shared.sd_model.is_sdxl))
+
+
+def pasted(infotext, params):
+    SEEN["pasted"].append(infotext)
+    params["Steps"] = "3"
+
+
+def never(params):
+    raise AssertionError("removed callbacks are not called")
+
+
+def on_app_started(demo, app):
+    @app.post("/callbacks/generate")
+    def generate():
+        p = processing.StableDiffusionProcessingTxt2Img(
+            prompt="a dog", steps=1, width=64, height=64, seed=-1, sampler_name="Euler", do_not_save_samples=True)
+        processing.fix_seed(p)
+        processed = processing.process_images(p)
+        grid = images.image_grid(processed.images + processed.images, rows=1)
+        return {"seed": p.seed, "all_seeds": processed.all_seeds, "grid": list(grid.size),
+                "job": shared.state.job, "samplers": len(__import__("modules.sd_samplers").sd_samplers.all_samplers)}
+
+
+script_callbacks.on_cfg_denoiser(denoiser)
+script_callbacks.on_cfg_denoised(denoised)
+script_callbacks.on_cfg_after_cfg(never)
+script_callbacks.remove_callbacks_for_function(never)
+script_callbacks.on_before_image_saved(before_saved)
+script_callbacks.on_image_saved(saved)
+script_callbacks.on_model_loaded(loaded)
+script_callbacks.on_infotext_pasted(pasted)
+script_callbacks.on_app_started(on_app_started)
+'''
+
+
+def test_script_callbacks_and_processing_api(data_dir):
+    root = data_dir / "extensions" / "callbacks" / "scripts"
+    root.mkdir(parents=True)
+    (root / "callbacks.py").write_text(CALLBACKS)
+    with TestClient(_app(data_dir)) as c:
+        seen = sys.modules["webui_extension_callbacks__callbacks"].SEEN
+        r = c.post("/sdapi/v1/txt2img", json={**BODY, "steps": 2, "save_images": True})
+        assert r.status_code == 200, r.text
+        assert seen["denoiser"] == [(0, 2), (1, 2)] and seen["denoised"] == 2
+        assert seen["before_saved"] == [11] and len(seen["saved"]) == 1
+        with Image.open(seen["saved"][0]) as saved:
+            assert saved.info["parameters"].endswith(", Callbacks: yes")
+        assert [x[1] for x in seen["loaded"]] == [False] and seen["loaded"][0][0]
+        # infotext_pasted: A1111's hook on the API's infotext field
+        r = c.post("/sdapi/v1/txt2img", json={"infotext": "a bird\nSteps: 9, Seed: 5, Size: 64x64"})
+        assert r.status_code == 200, r.text
+        assert seen["pasted"] and json.loads(r.json()["info"])["steps"] == 3
+        # processing from the extension's own route: queued on the worker like any job
+        out = c.post("/callbacks/generate").json()
+        assert out["all_seeds"] == [out["seed"]] and out["seed"] >= 0
+        assert out["grid"] == [128, 64] and out["samplers"] >= 20
