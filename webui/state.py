@@ -96,6 +96,7 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         medvram=config.medvram, lowvram=config.lowvram, device_id=config.device_id,
         attention=AttentionOptions.from_config(config), channels_last=bool(config.extra("opt_channelslast")),
         cpu_autocast=config.precision_given and config.precision == "autocast",
+        medvram_sdxl=bool(config.extra("medvram_sdxl")),
     )
     log.info("Device: %s", plan.description)
     # LoRA/LyCORIS, embeddings, hypernetworks and styles: A1111's folders (--lora-dir, models/LyCORIS,

@@ -21,6 +21,7 @@ class DevicePlan:
     vae_dtype: torch.dtype
     medvram: bool = False
     lowvram: bool = False
+    medvram_sdxl: bool = False  # --medvram for SDXL models only
     attention: Any = None  # webui.core.models.attention.AttentionOptions: the --opt-* / --xformers flags
     channels_last: bool = False  # --opt-channelslast
     autocast: torch.dtype | None = None  # sampling under torch.autocast in this dtype (CPU: bfloat16)
@@ -42,6 +43,7 @@ def plan_devices(
     medvram: bool = False,
     lowvram: bool = False,
     device_id: str | None = None,
+    medvram_sdxl: bool = False,
     attention: Any = None,
     channels_last: bool = False,
     cpu_autocast: bool = False,
@@ -70,4 +72,4 @@ def plan_devices(
         else:
             log.warning("--precision autocast: this CPU has no bfloat16 support; sampling in float32")
     return DevicePlan(device=device, dtype=dtype, vae_dtype=vae_dtype, medvram=medvram, lowvram=lowvram,
-                      attention=attention, channels_last=channels_last, autocast=autocast)
+                      medvram_sdxl=medvram_sdxl, attention=attention, channels_last=channels_last, autocast=autocast)

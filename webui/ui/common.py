@@ -98,7 +98,8 @@ def error_html(exc: BaseException) -> str:
     if isinstance(exc, q.TaskCancelled):
         text = "Interrupted before it started."
     elif type(exc).__name__ == "OutOfMemoryError":
-        text = f"Out of memory: {exc}. Try a smaller size or batch, or --medvram/--lowvram."
+        text = (f"Out of memory: {exc}. Try a smaller size or batch, or launch with --medvram or --lowvram (parts "
+                "of the model kept off the GPU until they run).")
     else:
         text = f"{type(exc).__name__}: {exc}"
     return f"<div class='webui-error'><h3>Error</h3>{plaintext_to_html(text)}</div>"

@@ -18,6 +18,8 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
+from webui.core.models import offload
+
 log = logging.getLogger(__name__)
 
 
@@ -49,13 +51,32 @@ def attention_scope(p, comp):
 
 
 def use_attention(p, comp) -> None:
-    """``attention_scope`` for ``comp`` entered into the request's scope (hires / refiner checkpoints switched to
-    mid-request), once per model."""
+    """The request's model options on ``comp``, entered into the request's scope once per model (the request's
+    checkpoint, and hires / refiner checkpoints switched to mid-request): ``attention_scope``; with --medvram /
+    --lowvram the offload hooks on a VAE swapped in for this request too, and tiled VAE decode/encode (diffusers
+    ``AutoencoderKL`` tiling, which only tiles images larger than the VAE's sample size)."""
     done = p.__dict__.setdefault("_attention_models", set())
     if id(comp) in done or p.scope is None:
         return
     done.add(id(comp))
     p.scope.enter_context(attention_scope(p, comp))
+    models = getattr(p.services, "models", None)
+    residency = getattr(models, "residency", None)
+    if residency is not None and offload.install(comp, p.services.plan, residency) is not None:
+        p.scope.enter_context(vae_tiling(comp.vae))
+
+
+@contextmanager
+def vae_tiling(vae) -> Iterator[None]:
+    if vae is None or not hasattr(vae, "use_tiling"):
+        yield
+        return
+    before = vae.use_tiling
+    vae.use_tiling = True
+    try:
+        yield
+    finally:
+        vae.use_tiling = before
 
 
 # --------------------------------------------------------------------------------------------------------------------

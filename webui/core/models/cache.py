@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from webui.core.models import offload
 from webui.core.models.loader import CheckpointLoadError, ModelComponents, load_components
 from webui.core.models.registry import CheckpointNotFound, CheckpointRegistry
 from webui.core.types import CheckpointInfo
@@ -70,6 +71,8 @@ class ModelManager:
         self.failed: dict[str, str] = {}
         # A1111 sd_checkpoint_cache: unloaded checkpoints kept in RAM (on the CPU) for a fast switch back
         self.ram: OrderedDict[str, ModelComponents] = OrderedDict()
+        # --medvram/--lowvram: the one offloaded part on the device now (A1111 lowvram.module_in_gpu)
+        self.residency = offload.Residency(plan.device)
 
     def resolve(self, name: str | None) -> CheckpointInfo:
         """A checkpoint by any of A1111's aliases; None -> the stored setting, else the first file that has not
@@ -130,7 +133,9 @@ class ModelManager:
                 log.error("Checkpoint %s could not be loaded: %s", info.filename, e)
                 raise
             self.failed.pop(info.filename, None)
-            log.info("Model %s loaded in %.1fs (%s, %s)", info.title, time.time() - t0, comp.arch, self.plan.description)
+            mode = offload.install(comp, self.plan, self.residency)
+            log.info("Model %s loaded in %.1fs (%s, %s%s)", info.title, time.time() - t0, comp.arch,
+                     self.plan.description, f", {mode}" if mode else "")
             self._keep(self.cache.put(comp, int(self.settings.get("sd_checkpoints_limit") or 1) + extra_slots))
             if self.on_loaded is not None:
                 self.on_loaded(comp)
@@ -159,9 +164,11 @@ class ModelManager:
         the least recently used beyond that are freed. With offloading (--medvram/--lowvram) nothing is kept: the
         offload hooks own where those weights live."""
         keep = int(self.settings.get("sd_checkpoint_cache") or 0)
-        if getattr(self.plan, "medvram", False) or getattr(self.plan, "lowvram", False):
+        if getattr(self.plan, "medvram", False) or getattr(self.plan, "lowvram", False) \
+                or getattr(self.plan, "medvram_sdxl", False):
             keep = 0
         for comp in dropped:
+            offload.uninstall(comp, self.residency)
             if keep > 0:
                 _move(comp, "cpu")
                 self.ram[comp.info.filename] = comp
