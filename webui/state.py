@@ -46,6 +46,7 @@ class AppState:
     embeddings: Any = None  # webui.core.networks.embeddings.EmbeddingDatabase
     hypernetworks: Any = None  # webui.core.networks.hypernetworks.HypernetworkRegistry
     styles: Any = None  # webui.core.generation.prompts.StyleDatabase
+    extra_networks: Any = None  # webui.core.networks.cards.Catalog: the Extra Networks cards (listed on first use)
     plugins: Any = None  # webui.plugins.manager.PluginManager: the built-in plugins (ControlNet) and their hooks
     scripts_txt2img: Any = None  # webui.plugins.scripts.ScriptRunner of the txt2img tab (A1111 scripts_txt2img)
     scripts_img2img: Any = None  # ... of the img2img tab
@@ -67,6 +68,7 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
     from webui.core.networks.embeddings import EmbeddingDatabase
     from webui.core.networks.hypernetworks import HypernetworkRegistry
     from webui.core.networks.lora import LoraRegistry
+    from webui.core.networks.cards import Catalog
     from webui.core.generation.prompts import StyleDatabase
 
     ensure_data_dirs(config)
@@ -138,6 +140,8 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         queue=JobQueue(), plan=plan, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
         styles=styles, plugins=plugins, scripts_txt2img=scripts_txt2img, scripts_img2img=scripts_img2img,
         upscalers=upscalers, face_restorers=face_restorers,
+        extra_networks=Catalog(registry=registry, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
+                               options=settings.get),
         demo_notice=demo_notice,
     )
     # A1111 extensions (extensions/, extensions-builtin/): their scripts join the runners above, their callbacks

@@ -137,8 +137,8 @@ def test_two_thousand_loras_stay_responsive(tmp_path):
     t0 = time.perf_counter()
     loras.refresh()
     t1 = time.perf_counter()
-    state = SimpleNamespace(registry=None, loras=loras, embeddings=None, hypernetworks=None,
-                            settings=SimpleNamespace(get={"extra_networks_default_multiplier": 1.0}.get))
+    options = {"extra_networks_default_multiplier": 1.0}.get
+    state = SimpleNamespace(extra_networks=nc.Catalog(loras=loras, options=options))
     cat = en.catalog(state)
     all_cards = cat.cards("lora")
     t2 = time.perf_counter()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import time
 
 import pytest
@@ -28,6 +30,8 @@ def page_server(models_root, tmp_path_factory):
 
     data = data_dir_with(tmp_path_factory.mktemp("page-data"), models_root, "tiny-sd15.safetensors")
     (data / "config.json").write_text('{"sd_model_checkpoint": "tiny-sd15.safetensors"}')
+    ckpts = data / "models" / "Stable-diffusion"
+    os.symlink(os.readlink(ckpts / "tiny-sd15.safetensors"), ckpts / "tiny-sd15-b.safetensors")
     (data / "styles.csv").write_text('name,prompt,negative_prompt\nbase,"{prompt}, masterpiece",lowres\n',
                                      encoding="utf-8-sig")
     (data / "styles-extra.csv").write_text("name,prompt,negative_prompt\nextra,watercolor,photo\n",
@@ -221,6 +225,15 @@ def test_lora_cards_insert_tags_and_edit_metadata(page, page_server):
     expect(page.locator("#txt2img_lora_cards .card[data-name='ink']")).to_contain_text("Ink wash style")
     page.locator("#txt2img_lora_cards .card[data-name='ink']").click()
     expect(page.locator("#txt2img_prompt textarea")).to_have_value("a harbour <lora:ink:0.6> ink wash")
+
+    # other pages: an empty one says where files go; a Checkpoints card selects the checkpoint in the top bar
+    page.locator("#txt2img_extra_networks_page").get_by_text("Hypernetworks").click()
+    expect(page.locator("#txt2img_hypernetworks_cards")).to_contain_text("Nothing here")
+    page.locator("#txt2img_extra_networks_page").get_by_text("Checkpoints").click()
+    expect(page.locator("#txt2img_checkpoints_cards .card")).to_have_count(2)
+    page.locator("#txt2img_checkpoints_cards .card[data-name^='tiny-sd15-b']").click()
+    expect(page.locator("#setting_sd_model_checkpoint input")).to_have_value(re.compile(r"^tiny-sd15-b"),
+                                                                              timeout=60_000)
     assert not page.errors, page.errors
 
 

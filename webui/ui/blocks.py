@@ -96,6 +96,8 @@ def build_ui(state) -> gr.Blocks:
                 extensions_load, extensions_outputs = extensions_tab.build(state)
         _wire_paste(state, t2i)
         _wire_paste(state, i2i)
+        for ui in (t2i, i2i):  # a Checkpoints card selects the checkpoint the top bar shows
+            ui.extra_networks.connect_checkpoint(top.checkpoint)
         _wire_send(state, tabs, t2i, i2i, ext, png)
         loads = [*top.load_outputs, *sett.load_outputs, notices]
 
@@ -126,6 +128,7 @@ def _page_components(demo) -> list:
 
 class _Top:
     load_outputs: list
+    checkpoint: object
     load_values: object
 
 
@@ -203,6 +206,7 @@ def _top_bar(state) -> _Top:
                   show_progress="hidden")
     top = _Top()
     top.load_outputs = [comps[k] for k in keys]
+    top.checkpoint = comps["sd_model_checkpoint"]
     top.load_values = load_values
     return top
 

@@ -58,6 +58,7 @@ class TabUi:
     image_target: Any = None  # where "send to <tab>" puts the image
     tab_id: str = ""
     toprow: Any = None  # the prompt row (its ↙ paste button)
+    extra_networks: Any = None  # webui.ui.extra_networks.ExtraNetworksUi under the prompt
 
 
 # --------------------------------------------------------------------------------------------------------------------

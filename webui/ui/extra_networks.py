@@ -11,13 +11,9 @@ does the work in Python, so the prompt logic lives in the core and is tested the
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import logging
-import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,45 +49,11 @@ CSS = """
 
 
 def catalog(state) -> nc.Catalog:
-    """The AppState's card catalog, made on first use (the UI owns it; the state holds it so both tabs share it)."""
-    lock = state.__dict__.setdefault("_extra_networks_lock", threading.Lock())
-    with lock:
-        cat = state.__dict__.get("_extra_networks_catalog")
-        if cat is None:
-            cat = nc.Catalog(registry=state.registry, loras=state.loras, embeddings=state.embeddings,
-                             hypernetworks=state.hypernetworks, options=state.settings.get)
-            state.__dict__["_extra_networks_catalog"] = cat
-        return cat
+    """The AppState's card catalog (``state.extra_networks``), shared by both tabs."""
+    return state.extra_networks
 
 
 # -- HTML ------------------------------------------------------------------------------------------------------------
-
-
-def thumbnail(cat: nc.Catalog, path: str | None) -> str:
-    """A data: URL of a small JPEG of the preview, cached on the catalog by (path, mtime)."""
-    if not path:
-        return ""
-    try:
-        mtime = os.path.getmtime(path)
-    except OSError:
-        return ""
-    cache = cat.__dict__.setdefault("_thumbs", {})
-    hit = cache.get(path)
-    if hit and hit[0] == mtime:
-        return hit[1]
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.thumbnail((THUMB_SIZE, THUMB_SIZE * 2))
-            buf = io.BytesIO()
-            im.convert("RGB").save(buf, format="JPEG", quality=80)
-    except Exception as e:  # a broken preview must not break the page
-        log.warning("preview %s: %s", path, e)
-        return ""
-    url = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-    cache[path] = (mtime, url)
-    return url
 
 
 def cards_html(state, tab: str, page: str, result: nc.PageResult, prompt: str = "") -> str:
@@ -101,7 +63,7 @@ def cards_html(state, tab: str, page: str, result: nc.PageResult, prompt: str = 
         out.append("<div class='nocards'>Nothing here. Add some content to the following directories:<br>"
                    + "<br>".join(html.escape(d) for d in cat.roots(page)) + "</div>")
     for card in result.cards:
-        thumb = thumbnail(cat, card.preview)
+        thumb = cat.thumbnail(card.preview, THUMB_SIZE)
         style = f" style=\"background-image: url('{thumb}')\"" if thumb else ""
         text = cat.prompt(page, card)
         selected = " selected" if text and text.split(" ")[0] in (prompt or "") else ""
@@ -136,6 +98,8 @@ class ExtraNetworksUi:
     action_button: Any
     editor: Any
     connect_gallery: Any = None
+    connect_checkpoint: Any = None
+    card_event: Any = None
 
 
 def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
@@ -259,7 +223,7 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
 
     editor_outputs_fields = [editor_title, edit_file, edit_page, description, sd_version, weight, vae, activation,
                              negative_text, notes, training]
-    action_button.click(
+    ui.card_event = action_button.click(
         card_action, [action, page, search, sort, descending, folder, page_no, prompt, negative_prompt],
         [prompt, negative_prompt, status, cards, editor, *editor_outputs_fields], show_progress="hidden",
         js="(a, ...rest) => [window.webuiExtraNetworkAction || '', ...rest]")
@@ -304,6 +268,16 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
                       show_progress="hidden")
 
     ui.connect_gallery = connect_gallery
+
+    def connect_checkpoint(dropdown) -> None:
+        """After a card click, the top bar's checkpoint dropdown shows the loaded checkpoint (a Checkpoints card
+        selects one)."""
+        from webui.ui.components import current_checkpoint
+
+        ui.card_event.then(lambda: gr.update(value=current_checkpoint(state)), None, [dropdown],
+                           show_progress="hidden")
+
+    ui.connect_checkpoint = connect_checkpoint
     cancel.click(lambda: gr.update(visible=False), None, [editor], show_progress="hidden", queue=False)
     return ui
 

@@ -339,6 +339,38 @@ class Catalog:
         self.options = options or (lambda key: None)
         self._lock = threading.RLock()
         self._cards: dict[str, list[Card]] = {}
+        self._thumbs: dict[str, tuple[float, str]] = {}
+
+    def thumbnail(self, path: str | None, size: int = 192) -> str:
+        """A ``data:`` URL of a small JPEG of a preview image (the page inlines only the shown cards' previews, so
+        no file route is needed), cached by (path, mtime); "" when there is none or it cannot be read."""
+        if not path:
+            return ""
+        try:
+            mtime = os.path.getmtime(path)
+        except OSError:
+            return ""
+        with self._lock:
+            hit = self._thumbs.get(path)
+        if hit and hit[0] == mtime:
+            return hit[1]
+        import base64
+        import io
+
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                im.thumbnail((size, size * 2))
+                buf = io.BytesIO()
+                im.convert("RGB").save(buf, format="JPEG", quality=80)
+        except Exception as e:  # a broken preview must not break the page
+            log.warning("preview %s: %s", path, e)
+            return ""
+        url = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+        with self._lock:
+            self._thumbs[path] = (mtime, url)
+        return url
 
     def roots(self, page: str) -> list[str]:
         """The folders the page's files live in: where previews and sidecars may be written."""
