@@ -80,7 +80,7 @@ def build_ui(state) -> gr.Blocks:
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger.build(state)
             with gr.Tab("Train", id="train", elem_id="tab_train"):
-                train.build(state)
+                train.build(state, txt2img=t2i)
             # plugins' own tabs go after Train, before Settings (A1111 ui_tabs_callback)
             for blocks, title, elem_id in plugin_tabs:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
