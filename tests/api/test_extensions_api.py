@@ -261,7 +261,8 @@ def test_available_list_from_an_index_url(make_app, tmp_path, remote, index_serv
                                   showing_type="show")
     assert [r.name for r in listing.rows] == ["Beta"]  # installed by remote (".git" ignored)
     assert [r.name for r in ext_index.available(data, [], [], filter_text="ADS").rows] == ["Beta"]
-    code, tags = tab.available_table(state, data, list(ext_index.DEFAULT_TAGS), "hide", "or", 0)
+    code, tags, installable = tab.available_table(state, data, list(ext_index.DEFAULT_TAGS), "hide", "or", 0)
+    assert installable == [("Alpha", "https://github.com/someone/sd-webui-alpha")]
     assert "Alpha" in code and "sd-webui-beta" not in code and "Extension hidden: 2" in code
     assert tags == ["script", "ads"]  # A1111: the index's tags plus those of the extensions shown
 

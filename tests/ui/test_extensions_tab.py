@@ -5,14 +5,19 @@ generated infotext shows."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
+import socket
+import threading
+from contextlib import contextmanager
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.fixtures.git_extensions import git, make_bare_extension
 from tests.ui.conftest import VIEWPORT, screenshot
-from tests.ui.test_browser import generate_and_wait, open_tab, small_job
+from tests.ui.test_browser import choose, generate_and_wait, open_tab, small_job
 
 pytestmark = pytest.mark.browser
 
@@ -27,8 +32,37 @@ def ext_server(models_root, tmp_path_factory):
     installed, _ = make_bare_extension(root / "remotes", "sd-webui-installed")
     git(root, "clone", str(installed), str(data / "extensions" / "sd-webui-installed"))
     second, _ = make_bare_extension(root / "remotes", "sd-webui-second")
-    with live_server(["--api", "--data-dir", str(data)]) as (url, app):
-        yield url, app, data, second
+    third, _ = make_bare_extension(root / "remotes", "sd-webui-third")
+    index = {"tags": {"script": "a script"}, "extensions": [
+        {"name": "Third one", "url": str(third), "description": "from the index", "tags": ["script"],
+         "added": "2024-01-01"},
+        {"name": "Already here", "url": str(installed), "description": "installed", "tags": [], "added": "2023-01-01"},
+    ]}
+    with _serve_json(index) as index_url, live_server(["--api", "--data-dir", str(data)]) as (url, app):
+        yield url, app, data, second, index_url
+
+
+@contextmanager
+def _serve_json(document):
+    """A loopback HTTP server answering GET /index.json with ``document`` (A1111's extension index shape)."""
+    body = json.dumps(document).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/index.json" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body if self.path == "/index.json" else b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.json"
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture
@@ -48,7 +82,7 @@ def ext_page(browser, ext_server):
 
 def test_installed_table_and_install_from_url(ext_page, ext_server):
     page = ext_page
-    _, _, data, second = ext_server
+    _, _, data, second, index_url = ext_server
     open_tab(page, "Extensions")
     table = page.locator("#extensions_installed_html")
     expect(table).to_contain_text("sd-webui-installed")
@@ -71,6 +105,31 @@ def test_installed_table_and_install_from_url(ext_page, ext_server):
     page.locator("#tabs_extensions").get_by_role("tab", name="Installed").click()
     expect(table).to_contain_text("sd-webui-second")
 
+    # Available: the index from a URL (installed ones hidden by default), one installed from the list; offline said
+    page.locator("#tabs_extensions").get_by_role("tab", name="Available").click()
+    url_box = page.locator("#extensions_index_url textarea, #extensions_index_url input").first
+    expect(url_box).to_have_value("https://raw.githubusercontent.com/AUTOMATIC1111/stable-diffusion-webui-extensions/"
+                                  "master/index.json")
+    url_box.fill(index_url)
+    url_box.blur()
+    expect(url_box).to_have_value(index_url)
+    page.click("#extensions_load_index")
+    available = page.locator("#extensions_available_html")
+    expect(page.locator("#extensions_available_result")).not_to_contain_text("Could not load")
+    expect(available).to_contain_text("Third one", timeout=60_000)
+    expect(available).to_contain_text("Extension hidden: 1")
+    choose(page, "extensions_index_choice", "Third one")
+    page.click("#extensions_index_install")
+    expect(page.locator("#extensions_available_result")).to_contain_text("Installed into")
+    assert (data / "extensions" / "sd-webui-third" / "README.md").exists()
+    expect(available).to_contain_text("Extension hidden: 2")  # now installed, so hidden
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    url_box.fill(f"http://127.0.0.1:{closed}/index.json")
+    page.click("#extensions_load_index")
+    expect(page.locator("#extensions_available_result")).to_contain_text("Could not load the extension index")
+
     # Backup/Restore: save the state under a name, see it, restore it (confirmed in the browser's dialog)
     page.locator("#tabs_extensions").get_by_role("tab", name="Backup/Restore").click()
     page.fill("#extension_backup_name textarea, #extension_backup_name input", "ui set")
@@ -87,7 +146,7 @@ def test_installed_table_and_install_from_url(ext_page, ext_server):
 
 def test_dynamic_prompts_accordion_changes_the_infotext(ext_page, ext_server):
     page = ext_page
-    _, app, _, _ = ext_server
+    _, app = ext_server[:2]
     runner = app.state.webui.scripts_txt2img
     script = runner.find("Dynamic Prompts v2.17.1")
     small_job(page, "txt2img", steps=1, seed=3)

@@ -173,9 +173,10 @@ def check_for_updates(state, enabled):
 
 
 def available_table(state, index_data, selected_tags, showing_type, filtering_type, sort_column, filter_text=""):
-    """A1111 refresh_available_extensions_from_data as HTML: (table, tag choices)."""
+    """A1111 refresh_available_extensions_from_data as HTML: (table, tag choices, the (name, url) of each listed
+    extension not installed yet -- what A1111's Install buttons install)."""
     if not index_data:
-        return "", None
+        return "", None, []
     extensions = current_extensions(state)
     listing = ext_index.available(index_data, [e.name for e in extensions],
                                   [e.remote for e in extensions if (e.read_info_from_repo() or True)],
@@ -203,7 +204,7 @@ def available_table(state, index_data, selected_tags, showing_type, filtering_ty
     </table>"""
     if listing.hidden > 0:
         code += f"<p>Extension hidden: {listing.hidden}</p>"
-    return code, list(listing.tags)
+    return code, list(listing.tags), [(row.name, row.url) for row in listing.rows if not row.installed]
 
 
 # -- Backup/Restore --------------------------------------------------------------------------------------------------
@@ -327,27 +328,31 @@ def build(state) -> None:
             search = gr.Textbox(label="Search", elem_id="extensions_search")
             available_result = gr.HTML(elem_id="extensions_available_result")
             available = gr.HTML(elem_id="extensions_available_html")
-            gr.Markdown("Install an extension of the list by pasting its URL into **Install from URL**.")
+            with gr.Row():  # A1111's per-row Install buttons, as one choice of the listed extensions
+                to_install = gr.Dropdown(label="Extension to install", choices=[], value=None,
+                                         elem_id="extensions_index_choice", scale=3)
+                install_listed = gr.Button("Install", elem_id="extensions_index_install", scale=1)
 
             def load_index(url, selected, show, filt, order):
                 try:
                     data = ext_index.load_index(url)
                 except ext_index.IndexUnavailable as e:
-                    return None, "", gr.update(), _error_html(str(e))
-                code, tag_choices = available_table(state, data, selected, show, filt, order)
+                    return None, "", gr.update(), gr.update(choices=[], value=None), _error_html(str(e))
+                code, tag_choices, installable = available_table(state, data, selected, show, filt, order)
                 # A1111 sets the index's tags as the choices; ours keep its four too, so the default value stays valid
                 choices = list(dict.fromkeys([*ext_index.TAG_CHOICES, *tag_choices]))
-                return data, code, gr.update(choices=choices), ""
+                return data, code, gr.update(choices=choices), gr.update(choices=installable, value=None), ""
 
-            load.click(load_index, [index_url, tags, sort, showing, filtering],
-                       [index_data, available, tags, available_result])
+            load.click(load_index, [index_url, tags, showing, filtering, sort],
+                       [index_data, available, tags, to_install, available_result])
 
             def relist(data, selected, show, filt, order, text):
-                return available_table(state, data, selected, show, filt, order, text)[0]
+                code, _, installable = available_table(state, data, selected, show, filt, order, text)
+                return code, gr.update(choices=installable, value=None)
 
+            relist_inputs = [index_data, tags, showing, filtering, sort, search]
             for control in (tags, sort, showing, filtering, search):
-                control.change(relist, [index_data, tags, showing, filtering, sort, search], available,
-                               show_progress="hidden")
+                control.change(relist, relist_inputs, [available, to_install], show_progress="hidden")
 
         with gr.Tab("Install from URL", id="install_from_url"):
             install_url = gr.Textbox(label="URL for extension's git repository", elem_id="extensions_install_url")
@@ -367,6 +372,20 @@ def build(state) -> None:
 
             install_button.click(do_install, [install_dirname, install_url, install_branch],
                                  [install_url, *installed_outputs, install_result])
+
+            def do_install_listed(url, *relist_values):
+                """A1111 install_extension_from_index: install, then list the index again (now "installed")."""
+                if not url:
+                    return gr.update(), gr.update(), *refresh_installed(state), "<span>Choose an extension.</span>"
+                try:
+                    target = install_extension(state, url)
+                except (ExtensionAccessDenied, InstallError) as e:
+                    return gr.update(), gr.update(), *refresh_installed(state), _error_html(str(e))
+                return (*relist(*relist_values), *refresh_installed(state),
+                        html.escape(ext_install.installed_message(target)))
+
+            install_listed.click(do_install_listed, [to_install, *relist_inputs],
+                                 [available, to_install, *installed_outputs, available_result])
 
         with gr.Tab("Backup/Restore", id="backup_restore"):
             with gr.Row(elem_id="extensions_backup_top_row"):
