@@ -250,3 +250,34 @@ def test_script_callbacks_and_processing_api(data_dir):
         out = c.post("/callbacks/generate").json()
         assert out["all_seeds"] == [out["seed"]] and out["seed"] >= 0
         assert out["grid"] == [128, 64] and out["samplers"] >= 20
+
+
+def test_installers_sys_path_and_disable_all_option(data_dir, monkeypatch):
+    ext = data_dir / "extensions" / "with-installer"
+    (ext / "scripts").mkdir(parents=True)
+    (ext / "install.py").write_text("import os\nopen(os.environ['MARKER'], 'a').write('ran\\n')\n")
+    # scripts/ import a module from the extension's own folder (A1111 puts it first on sys.path while importing)
+    (ext / "lib_helper.py").write_text("WORD = 'helped'\n")
+    (ext / "scripts" / "uses_lib.py").write_text("import lib_helper\nWORD = lib_helper.WORD\n")
+    marker = data_dir / "installed.txt"
+    monkeypatch.setenv("MARKER", str(marker))
+    monkeypatch.delenv("CI", raising=False)
+    app = _app(data_dir)
+    assert not marker.exists()  # never without the flag
+    assert app.state.webui.extensions.get("with-installer").errors == []
+    assert sys.modules["webui_extension_with_installer__uses_lib"].WORD == "helped"
+    _app(data_dir, "--run-extension-installers")
+    assert marker.read_text() == "ran\n"
+    monkeypatch.setenv("CI", "1")  # never on CI, flag or not
+    _app(data_dir, "--run-extension-installers")
+    assert marker.read_text() == "ran\n"
+    # a failing installer is recorded on its extension
+    monkeypatch.delenv("CI")
+    (ext / "install.py").write_text("raise SystemExit('no network here')\n")
+    app = _app(data_dir, "--run-extension-installers")
+    errors = app.state.webui.extensions.get("with-installer").errors
+    assert errors and errors[0].stage == "install" and "no network here" in errors[0].message
+    # option disable_all_extensions "all": nothing loads, built-ins neither
+    (data_dir / "config.json").write_text(json.dumps({"disable_all_extensions": "all"}))
+    app = _app(data_dir)
+    assert app.state.webui.extensions.active() == [] and not any(e.loaded for e in app.state.webui.extensions.all)
