@@ -72,4 +72,7 @@ class AsgiCaller:
         # identity: the ingress compresses for its client; a replica compressing for the ingress would be wasted work
         headers = [*req.headers, ("accept-encoding", "identity")]
         r = await self._client().request(req.method, url, headers=headers, content=req.body)
-        return Answer(r.status_code, keep_headers(r.headers.multi_items()), r.content)
+        # X-Process-Time is per-connection (dropped by keep_headers): the caller may read it from here
+        process_time = r.headers.get("x-process-time")
+        return Answer(r.status_code, keep_headers(r.headers.multi_items()) + (
+            (("x-process-time", process_time),) if process_time else ()), r.content)

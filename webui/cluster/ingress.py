@@ -43,8 +43,18 @@ def a1111_error(status: int, detail: str, headers: dict | None = None) -> JSONRe
                         headers=headers)
 
 
+#: Ours, on answers a replica made: which replica, and the seconds its app took (X-Process-Time is the ingress's).
+REPLICA_HEADER = "X-Replica-Id"
+REPLICA_TIME_HEADER = "X-Replica-Process-Time"
+
+
 def _response(answer: Answer) -> Response:
-    return Response(answer.body, answer.status, headers=dict(keep_headers(answer.headers)))
+    headers = dict(keep_headers(answer.headers))
+    if "replica" in answer.extra:
+        headers[REPLICA_HEADER] = answer.extra["replica"]
+    if "process_time" in answer.extra:
+        headers[REPLICA_TIME_HEADER] = answer.extra["process_time"]
+    return Response(answer.body, answer.status, headers=headers)
 
 
 async def _forwarded(request: Request, path: str) -> Forwarded:

@@ -110,7 +110,8 @@ class ReplicaServer:
             answer = await self.call(req)
             if restore is not None and answer.status == 200:
                 answer = _restore_echo(answer, restore)
-            return Answer(answer.status, answer.headers, answer.body, {"replica": self.replica_id})
+            extra = {"replica": self.replica_id, "process_time": answer.header("x-process-time") or ""}
+            return Answer(answer.status, answer.headers, answer.body, extra)
         finally:
             self.requests -= 1
 
