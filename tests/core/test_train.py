@@ -320,3 +320,25 @@ def test_bad_training_input_names_the_field(state, dataset, tmp_path):
         train_embedding(svc, _train_args(dataset, varsize=True))
     assert e.value.field == "varsize" and "odd.png" in str(e.value)
     assert not glob.glob(os.path.join(state.config.data_dir, "textual_inversion", "*", "tok", "*"))  # nothing written
+
+
+def test_dataset_is_encoded_with_the_selected_vae(state, dataset, monkeypatch):
+    """Option sd_vae: the dataset's latents come from the VAE generations use (A1111 trains on the loaded VAE);
+    the checkpoint's own VAE is back in place afterwards."""
+    from tests.fixtures import embeddings as fx
+
+    vae, cfg = fx.tiny_vae(seed=9)
+    fx.write_vae_file(os.path.join(state.config.vae_models_dir, "other.vae.safetensors"), vae, cfg)
+    state.vae_registry.refresh()
+    state.settings.set("sd_vae", "other.vae.safetensors")
+    svc = training_services(state)
+    create_embedding(svc, CreateEmbeddingArgs(name="tok", num_vectors_per_token=1, overwrite_old=False))
+    comp = state.engine.current_model()
+    own = comp.vae
+    used = []
+    real = common.vae_encoder
+    monkeypatch.setattr(common, "vae_encoder", lambda c: used.append(c.vae) or real(c))
+    train_embedding(svc, _train_args(dataset, steps=2, create_image_every=0, save_embedding_every=0))
+    assert len(used) == 1 and used[0] is not own
+    assert torch.equal(used[0].encoder.conv_in.weight.cpu(), vae.encoder.conv_in.weight)
+    assert comp.vae is own

@@ -352,6 +352,12 @@ class Engine:
             return int(request.clip_skip)
         return max(1, int(opts.get("CLIP_stop_at_last_layers") or 1))
 
+    def use_vae(self, scope, comp, opts=None):
+        """The VAE a generation with ``opts`` (default: the stored settings) would use, swapped into ``comp`` until
+        ``scope`` (an ExitStack) closes: training encodes its images with it, as A1111's trainer uses the loaded
+        VAE."""
+        return self._use_vae(scope, comp, opts if opts is not None else self.settings)
+
     def _use_vae(self, scope, comp, opts):
         """Resolve option sd_vae for this model (A1111 sd_vae.resolve_vae) and swap that VAE in for the request.
         Returns the resolution (for the infotext), or None when the checkpoint's own VAE is used."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import html
 import inspect
+import contextlib
 import logging
 import os
 import random
@@ -208,7 +209,8 @@ def train_hypernetwork(services: common.TrainingServices, args: TrainHypernetwor
                                  use_dropout=hn.use_dropout, dropout_structure=hn.dropout_structure,
                                  last_layer_dropout=hn.last_layer_dropout, optional_info=hn.optional_info)
 
-    with common.frozen_model(comp):
+    with contextlib.ExitStack() as scope, common.frozen_model(comp):
+        services.engine.use_vae(scope, comp)  # option sd_vae: the VAE generations use encodes the dataset too
         if progress is not None:
             progress.textinfo = f"Preparing dataset from {html.escape(args.data_root)}..."
         from webui.core.train.dataset import PersonalizedDataset

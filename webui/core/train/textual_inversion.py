@@ -10,6 +10,7 @@ steps in ``<log>/<date>/<name>/embeddings/<name>-<N>.pt``, previews in ``images/
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -158,7 +159,8 @@ def train_embedding(services: common.TrainingServices, args: TrainEmbeddingArgs,
     def should_stop() -> bool:
         return progress is not None and progress.interrupted
 
-    with common.frozen_model(comp):
+    with contextlib.ExitStack() as scope, common.frozen_model(comp):
+        services.engine.use_vae(scope, comp)  # option sd_vae: the VAE generations use encodes the dataset too
         if progress is not None:
             progress.textinfo = f"Preparing dataset from {html.escape(args.data_root)}..."
         from webui.core.train.dataset import PersonalizedDataset
