@@ -64,6 +64,8 @@ TWICE = '''
 from modules import processing, scripts
 from modules.processing import Processed, process_images
 
+BASEDIR = scripts.basedir()  # this extension's folder while its scripts are imported (A1111 basedir())
+
 
 class Twice(scripts.Script):
     def title(self):

@@ -115,6 +115,7 @@ def test_selectable_script_runs_process_images_twice(ext_data):
         assert r.status_code == 200, r.text
         images, info = r.json()["images"], json.loads(r.json()["info"])
         assert len(images) == 2 and info["all_seeds"] == [11, 14]
+        assert sys.modules["webui_extension_twice__twice"].BASEDIR == str(ext_data / "extensions" / "twice")
         # each run is an ordinary request: the same pixels as asking for that seed alone
         alone = c.post("/sdapi/v1/txt2img", json={**BODY, "seed": 14}).json()
         assert _pixels(images[1]) == _pixels(alone["images"][0])
