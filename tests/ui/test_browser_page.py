@@ -201,6 +201,11 @@ def test_lora_cards_insert_tags_and_edit_metadata(page, page_server):
     expect(cards).to_have_count(1)
     page.fill("#txt2img_extra_search textarea", "")
     expect(cards).to_have_count(2)
+    page.locator("#txt2img_extra_dirs button[data-folder='styles']").click()
+    expect(cards).to_have_count(1)
+    expect(page.locator("#txt2img_extra_folder input")).to_have_value("styles")
+    page.locator("#txt2img_extra_dirs button[data-folder='']").click()
+    expect(cards).to_have_count(2)
     # a click adds <lora:name:preferred weight>, a second click removes it
     ink.click()
     expect(page.locator("#txt2img_prompt textarea")).to_have_value("a harbour <lora:ink:0.8>")

@@ -44,6 +44,9 @@ CSS = """
 .extra-network-cards .card .edit-button { position: absolute; top: 4px; right: 4px; background: rgba(0,0,0,.5);
   border-radius: 4px; padding: 0 4px; font-size: 1.1em; }
 .extra-network-cards .nocards { padding: 1em; opacity: .7; }
+.extra-network-dirs { margin-bottom: 6px; }
+.extra-network-dirs button { margin: 0 4px 4px 0; padding: 1px 8px; border: 1px solid #999; border-radius: 6px; }
+.extra-network-dirs button.selected { background: #f97316; color: #fff; }
 </style>
 """
 
@@ -56,9 +59,24 @@ def catalog(state) -> nc.Catalog:
 # -- HTML ------------------------------------------------------------------------------------------------------------
 
 
-def cards_html(state, tab: str, page: str, result: nc.PageResult, prompt: str = "") -> str:
+def folder_buttons(tab: str, folders: list[str], current: str = "") -> str:
+    """A1111's folder buttons above the cards (one per folder, "all" first); a click filters by that folder."""
+    if not folders:
+        return ""
+    out = [f"<div class='extra-network-dirs' id='{tab}_extra_dirs'>"]
+    for folder in ["", *folders]:
+        label = html.escape(folder or "all")
+        cls = " selected" if folder == current else ""
+        out.append(f"<button class='extra-network-dir{cls}' data-folder='{html.escape(folder, quote=True)}' "
+                   f"onclick=\"webuiExtraNetworkFolder(event, this, '{tab}')\">{label}</button>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def cards_html(state, tab: str, page: str, result: nc.PageResult, prompt: str = "", folder: str = "") -> str:
     cat = catalog(state)
-    out = [CSS, f"<div class='extra-network-cards' id='{tab}_{page}_cards' data-total='{result.total}'>"]
+    out = [CSS, folder_buttons(tab, nc.folders(cat.cards(page)), folder),
+           f"<div class='extra-network-cards' id='{tab}_{page}_cards' data-total='{result.total}'>"]
     if not result.cards:
         out.append("<div class='nocards'>Nothing here. Add some content to the following directories:<br>"
                    + "<br>".join(html.escape(d) for d in cat.roots(page)) + "</div>")
@@ -119,7 +137,7 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
         status = gr.HTML(elem_id=f"{tab}_extra_status")
         cards = gr.HTML(CSS, elem_id=f"{tab}_extra_networks_cards")
         # the card clicks' channel: the script puts the action into the textbox's value and clicks the button
-        action = gr.Textbox(elem_id=f"{tab}_extra_networks_action", elem_classes=["webui-hidden"], show_label=False,
+        action_box = gr.Textbox(elem_id=f"{tab}_extra_networks_action", elem_classes=["webui-hidden"], show_label=False,
                             container=False)
         action_button = gr.Button("card action", elem_id=f"{tab}_extra_networks_action_button",
                                   elem_classes=["webui-hidden"])
@@ -144,7 +162,7 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
                 replace = gr.Button("Replace preview", elem_id=f"{tab}_extra_edit_replace_preview")
                 cancel = gr.Button("Cancel", elem_id=f"{tab}_extra_edit_cancel")
     accordion.do_not_save_to_config = True  # ui-config.json: pickers and the editor hold no defaults
-    ui = ExtraNetworksUi(accordion, page, search, sort, descending, folder, page_no, refresh, cards, status, action,
+    ui = ExtraNetworksUi(accordion, page, search, sort, descending, folder, page_no, refresh, cards, status, action_box,
                          action_button, editor)
     cat_of = lambda: catalog(state)  # noqa: E731
 
@@ -161,7 +179,7 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
         value = folder_value if any(v == folder_value for _, v in folders) else ""
         info = (f"<span class='extra-count'>{result.total} of {len(all_cards)} · page {result.page}/"
                 f"{result.pages}</span>")
-        return (cards_html(state, tab, page_id, result, prompt_text), gr.update(choices=folders, value=value),
+        return (cards_html(state, tab, page_id, result, prompt_text, value), gr.update(choices=folders, value=value),
                 info)
 
     inputs = [page, search, sort, descending, folder, page_no, prompt]
@@ -219,13 +237,25 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
             elif not removed and not present:
                 new_negative = nc.toggle_in_prompt(negative_text_value or "", neg, separator)
         result = nc.select(cat.cards(page_id), query(search_text, sort_key, desc, folder_value, number))
-        return [new_prompt, new_negative, "", cards_html(state, tab, page_id, result, new_prompt), *editor_updates]
+        return [new_prompt, new_negative, "", cards_html(state, tab, page_id, result, new_prompt, folder_value),
+                *editor_updates]
+
+    def action(action_json, *args):
+        """The one channel of the cards' clicks: a folder button picks the folder (its change re-renders); card
+        clicks go to :func:`card_action`."""
+        try:
+            act = json.loads(action_json or "{}")
+        except ValueError:
+            act = {}
+        if act.get("action") == "folder":
+            return [gr.update()] * 16 + [gr.update(value=str(act.get("folder") or ""))]
+        return [*card_action(action_json, *args), gr.update()]
 
     editor_outputs_fields = [editor_title, edit_file, edit_page, description, sd_version, weight, vae, activation,
                              negative_text, notes, training]
     ui.card_event = action_button.click(
-        card_action, [action, page, search, sort, descending, folder, page_no, prompt, negative_prompt],
-        [prompt, negative_prompt, status, cards, editor, *editor_outputs_fields], show_progress="hidden",
+        action, [action_box, page, search, sort, descending, folder, page_no, prompt, negative_prompt],
+        [prompt, negative_prompt, status, cards, editor, *editor_outputs_fields, folder], show_progress="hidden",
         js="(a, ...rest) => [window.webuiExtraNetworkAction || '', ...rest]")
 
     def save_metadata(page_id, filename, desc_text, version, w, vae_name, act, neg, note, *render_args):

@@ -9,3 +9,12 @@ function webuiExtraNetworkCard(event, card, tab, what) {
     const button = document.getElementById(tab + "_extra_networks_action_button");
     if (button) button.click();
 }
+
+// A folder button (A1111's directory buttons): show that folder's cards (and its sub-folders').
+function webuiExtraNetworkFolder(event, button, tab) {
+    event.stopPropagation();
+    event.preventDefault();
+    window.webuiExtraNetworkAction = JSON.stringify({action: "folder", folder: button.dataset.folder});
+    const target = document.getElementById(tab + "_extra_networks_action_button");
+    if (target) target.click();
+}
