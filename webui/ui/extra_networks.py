@@ -151,7 +151,7 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
                                          elem_id=f"{tab}_extra_edit_sd_version")
                 weight = gr.Slider(0.0, 2.0, value=0.0, step=0.01, label="Preferred weight",
                                    elem_id=f"{tab}_extra_edit_weight")
-                vae = gr.Dropdown(["None"], value="None", label="Preferred VAE", visible=False,
+                vae = gr.Dropdown(["Automatic", "None"], value="Automatic", label="Preferred VAE", visible=False,
                                   elem_id=f"{tab}_extra_edit_vae", allow_custom_value=True)
             activation = gr.Textbox(label="Activation text", lines=2, elem_id=f"{tab}_extra_edit_activation")
             negative_text = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_extra_edit_negative")
@@ -210,14 +210,15 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
                             for k, v in nc.training_table(_lora_metadata(state, card)))
             training_html = (f"<table class='training'>{table}</table>" if table else "") + (
                 f"<div class='training-tags'><b>Training tags:</b> {tags}</div>" if tags else "")
-            vae_choices = ["None", *state.vae_registry.names()] if page_id == "checkpoints" else ["None"]
+            vae_choices = ["Automatic", "None", *(state.vae_registry.names() if page_id == "checkpoints" else [])]
             editor_updates = [
                 gr.update(visible=True),
                 f"<h3>{html.escape(card.name)}</h3><p>{html.escape(card.filename)}</p>",
                 card.filename, page_id, str(meta.get("description") or card.description or ""),
                 str(meta.get("sd version") or "Unknown"),
                 float(meta.get("preferred weight") or 0.0),
-                gr.update(choices=vae_choices, value=str(meta.get("vae") or "None"), visible=page_id == "checkpoints"),
+                gr.update(choices=vae_choices, value=str(meta.get("vae") or "Automatic"),
+                          visible=page_id == "checkpoints"),
                 str(meta.get("activation text") or ""), str(meta.get("negative text") or ""),
                 str(meta.get("notes") or ""), training_html,
             ]
@@ -264,8 +265,8 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
                        "activation text": act or "", "negative text": neg or "", "notes": note or ""}
             if page_id == "lora":
                 changes["preferred weight"] = float(w or 0.0)
-            if page_id == "checkpoints":
-                changes["vae"] = None if vae_name in (None, "", "None") else vae_name
+            if page_id == "checkpoints":  # A1111: "Automatic", "None" (no VAE) or a VAE's name, used at load
+                changes["vae"] = vae_name or "Automatic"
             cat_of().save_metadata(page_id, filename, changes)
         except (OSError, ValueError) as e:
             return [gr.update(), gr.update(), common.error_html(e), gr.update()]
@@ -321,7 +322,7 @@ def _lora_metadata(state, card: nc.Card) -> dict:
 
 def _select_checkpoint(state, card: nc.Card) -> str:
     """A checkpoint card selects that checkpoint (A1111 ``selectCheckpoint``), loaded on the worker as the top bar
-    does. (Its preferred VAE is kept in the sidecar as A1111 writes it; loading does not apply it yet.)"""
+    does; its preferred VAE (sidecar "vae") is used as A1111's resolve_vae_from_user_metadata decides."""
     from webui.core.options import switch_checkpoint
 
     title = card.name
