@@ -39,8 +39,12 @@ class SeedPrompt(scripts.Script):
         return [enabled, mark]
 
     def process(self, p, enabled, mark):
+        from modules.processing import StableDiffusionProcessingImg2Img, StableDiffusionProcessingTxt2Img
+
         if not enabled:
             return
+        assert isinstance(p, StableDiffusionProcessingTxt2Img) != isinstance(p, StableDiffusionProcessingImg2Img)
+        assert isinstance(p, StableDiffusionProcessingImg2Img) == self.is_img2img
         word = shared.cmd_opts.seed_prompt_word
         suffix = shared.opts.seed_prompt_suffix
         p.all_prompts = [f"{prompt}, {word} {seed} {suffix}" for prompt, seed in zip(p.all_prompts, p.all_seeds)]

@@ -74,7 +74,23 @@ def _make(mode: str, kwargs: dict) -> tuple[GenerationRequest, dict]:
     return GenerationRequest(mode=mode, **fields), kwargs
 
 
-class StableDiffusionProcessing(Processing):
+class _ProcessingKind(type):
+    """``isinstance(p, StableDiffusionProcessingImg2Img)`` -- A1111 extensions tell the tabs apart this way -- holds
+    for every ``p`` this server hands a script: the job context of the always-on methods and the Processing of
+    ``run``, by their ``is_img2img``."""
+
+    def __instancecheck__(cls, obj) -> bool:
+        from webui.core.generation.context import GenerationContext
+
+        if type.__instancecheck__(cls, obj):
+            return True
+        if not isinstance(obj, (Processing, GenerationContext)):
+            return False
+        wanted = getattr(cls, "_img2img", None)
+        return wanted is None or bool(obj.is_img2img) == wanted
+
+
+class StableDiffusionProcessing(Processing, metaclass=_ProcessingKind):
     """A1111's ``p``: made from A1111's keywords on the running app's engine and progress."""
 
     _mode = "txt2img"
@@ -99,10 +115,12 @@ class StableDiffusionProcessing(Processing):
 
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     _mode = "txt2img"
+    _img2img = False
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     _mode = "img2img"
+    _img2img = True
 
 
 def process_images(p) -> Processed:
