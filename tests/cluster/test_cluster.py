@@ -145,6 +145,21 @@ def test_options_go_to_every_replica_and_are_saved_once(cluster):
         cluster.post("/sdapi/v1/options", json={"sd_model_checkpoint": before or SD1})
 
 
+def test_control_routes_reach_every_replica_and_lists_come_from_the_registry(cluster):
+    answer = _txt2img(cluster, SD2, 4)
+    assert answer.headers["X-Replica-Id"] in {r["id"] for r in _replicas(cluster)}
+    assert float(answer.headers["X-Replica-Process-Time"]) > 0
+    titles = [m["title"] for m in cluster.get("/sdapi/v1/sd-models").json()]
+    assert any(t.startswith(f"{SD1}.safetensors") for t in titles) and len(titles) == 3
+    assert cluster.post("/sdapi/v1/skip").json() is None
+    assert cluster.post("/sdapi/v1/unload-checkpoint").json() == {}
+    assert all(r["loaded_models"] == [] for r in _replicas(cluster))
+    idle = cluster.get("/sdapi/v1/progress").json()
+    assert idle["progress"] == 0 and idle["state"]["job_count"] == 0
+    assert idle["cluster"] == {"replicas": 2, "running": 0, "queued": 0}
+    assert _txt2img(cluster, SD2, 4).json()["images"] == answer.json()["images"]  # loaded again where routed
+
+
 def test_back_pressure_answers_503_with_retry_after(cluster):
     # 2 replicas x 4 ongoing + 8 waiting at the ingress = 16 requests at once; beyond that, refused at once
     with ThreadPoolExecutor(24) as pool:
