@@ -159,7 +159,7 @@ def _wait_for(check, timeout: float = 20.0) -> None:
 
 
 def test_pasted_settings_without_a_control_go_to_override_settings(page, page_server):
-    _, app, _ = page_server
+    _, app, data = page_server
     overrides = page.locator("#txt2img_override_settings")
     expect(overrides).to_be_hidden()  # empty: not shown
     page.fill("#txt2img_prompt textarea", "a fox\nSteps: 3, Sampler: Euler, Seed: 321, Size: 64x64, CFG scale: 7, "
@@ -181,6 +181,20 @@ def test_pasted_settings_without_a_control_go_to_override_settings(page, page_se
     # the override is for that generation: the stored option is unchanged
     assert app.state.webui.settings.get("CLIP_stop_at_last_layers") == 1
     expect(overrides).to_contain_text("Clip skip: 2")  # it stays for the next generation, as in A1111
+
+    # Extra Networks' "Replace preview": the gallery's image, with its infotext, beside the LoRA file
+    page.locator("#txt2img_extra_networks").get_by_text("Extra Networks").first.click()
+    other = page.locator("#txt2img_lora_cards .card[data-name='other']")
+    expect(other).to_be_visible()
+    assert "background-image" not in (other.get_attribute("style") or "")
+    other.locator(".edit-button").click()
+    page.click("#txt2img_extra_edit_replace_preview")
+    preview = data / "models" / "Lora" / "other.png"
+    _wait_for(preview.exists)
+    with Image.open(preview) as im:
+        assert im.size == (64, 64) and "Seed: 321" in im.info["parameters"]
+    expect(page.locator("#txt2img_lora_cards .card[data-name='other']")).to_have_attribute(
+        "style", re.compile("data:image/jpeg;base64,"))
     assert not page.errors, page.errors
 
 
