@@ -128,6 +128,31 @@ def test_progress_and_interrupt_reach_the_replica_running_the_task(cluster):
     assert unknown.status_code == 404 and set(unknown.json()) == {"error", "detail", "body", "errors"}
 
 
+def test_a_task_waiting_for_a_replica_is_queued_and_can_be_cancelled(cluster):
+    # 2 replicas x 4 ongoing = 8 held by replicas; the 9th and 10th wait at the ingress
+    ids = [f"task(wait-{i})" for i in range(10)]
+    with ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(_txt2img, cluster, SD1, 50 + i, steps=200, force_task_id=t) for i, t in enumerate(ids)]
+        waiting = []
+        deadline = time.monotonic() + 60
+        while not waiting and time.monotonic() < deadline:
+            waiting = cluster.get("/sdapi/v1/cluster").json()["waiting"]
+            time.sleep(0.05)
+        assert waiting, "no request waited at the ingress"
+        victim = waiting[-1]
+        status = cluster.get("/sdapi/v1/progress", params={"id_task": victim}).json()
+        assert status["status"] == "queued" and status["queue_position"] >= 1, status
+        assert cluster.post("/sdapi/v1/interrupt", params={"id_task": victim}).json() == {}
+        cancelled = futures[ids.index(victim)].result(60)
+        assert cancelled.status_code == 409 and cancelled.headers["X-Task-Id"] == victim
+        assert set(cancelled.json()) == {"error", "detail", "body", "errors"}
+        for t in ids:  # the rest: interrupted where running, cancelled where queued on a replica
+            if t != victim:
+                cluster.post("/sdapi/v1/interrupt", params={"id_task": t})
+        codes = [f.result(120).status_code for f in futures]
+    assert set(codes) <= {200, 409} and codes.count(200) >= 2, codes
+
+
 def test_options_go_to_every_replica_and_are_saved_once(cluster):
     before = cluster.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
     try:
