@@ -206,6 +206,7 @@ def test_backup_and_restore_of_the_enabled_set_and_commits(make_app, tmp_path, r
     # restoring the web UI's own checkout is refused (it would reset this server's code)
     assert "not supported" in tab.restore_config_state(state, label, "webui")
     assert tab.restore_config_state(state, "Current", "extensions") == "<span>Select a config to restore from.</span>"
+    assert tab.restore_config_state(state, "", "extensions") == "<span>Cancelled.</span>"  # the confirm was declined
 
 
 INDEX = {

@@ -178,8 +178,9 @@ def available_table(state, index_data, selected_tags, showing_type, filtering_ty
     if not index_data:
         return "", None, []
     extensions = current_extensions(state)
-    listing = ext_index.available(index_data, [e.name for e in extensions],
-                                  [e.remote for e in extensions if (e.read_info_from_repo() or True)],
+    for ext in extensions:
+        ext.read_info_from_repo()
+    listing = ext_index.available(index_data, [e.name for e in extensions], [e.remote for e in extensions],
                                   selected_tags=selected_tags or [], showing_type=showing_type,
                                   filtering_type=filtering_type, sort_column=sort_column or 0,
                                   filter_text=filter_text or "")
@@ -271,9 +272,12 @@ def save_config_state(state, name):
 
 
 def restore_config_state(state, name, restore_type):
-    """A1111 restore_config_state, then a restart (or stop) as after Apply."""
-    if name == "Current" or not name:
+    """A1111 restore_config_state, then a restart (or stop) as after Apply. ``name`` is "" when the browser's
+    confirmation was declined."""
+    if name == "Current":
         return "<span>Select a config to restore from.</span>"
+    if not name:
+        return "<span>Cancelled.</span>"
     try:
         cs = actions.find_state(_states_folder(state), name)
         report = actions.restore_state(state.settings, current_extensions(state), cs, restore_type,
@@ -312,7 +316,9 @@ def build(state) -> None:
             check.click(lambda e: check_for_updates(state, e), [enabled], [table, update, info])
 
         with gr.Tab("Available", id="available"):
-            index_data = gr.State(None)
+            # the loaded index stays on the server (A1111 keeps it in a module global); the page holds its URL
+            loaded_indexes: dict[str, dict] = {}
+            index_data = gr.Textbox("", visible=False, elem_id="extensions_loaded_index")
             with gr.Row():
                 load = gr.Button("Load from:", variant="primary", elem_id="extensions_load_index")
                 index_url = gr.Textbox(value=ext_index.default_index_url(), label="Extension index URL",
@@ -337,17 +343,20 @@ def build(state) -> None:
                 try:
                     data = ext_index.load_index(url)
                 except ext_index.IndexUnavailable as e:
-                    return None, "", gr.update(), gr.update(choices=[], value=None), _error_html(str(e))
+                    return "", "", gr.update(), gr.update(choices=[], value=None), _error_html(str(e))
+                loaded_indexes.clear()  # one index at a time, as A1111's available_extensions
+                loaded_indexes[url] = data
                 code, tag_choices, installable = available_table(state, data, selected, show, filt, order)
                 # A1111 sets the index's tags as the choices; ours keep its four too, so the default value stays valid
                 choices = list(dict.fromkeys([*ext_index.TAG_CHOICES, *tag_choices]))
-                return data, code, gr.update(choices=choices), gr.update(choices=installable, value=None), ""
+                return url, code, gr.update(choices=choices), gr.update(choices=installable, value=None), ""
 
             load.click(load_index, [index_url, tags, showing, filtering, sort],
                        [index_data, available, tags, to_install, available_result])
 
-            def relist(data, selected, show, filt, order, text):
-                code, _, installable = available_table(state, data, selected, show, filt, order, text)
+            def relist(loaded_url, selected, show, filt, order, text):
+                code, _, installable = available_table(state, loaded_indexes.get(loaded_url), selected, show, filt,
+                                                       order, text)
                 return code, gr.update(choices=installable, value=None)
 
             relist_inputs = [index_data, tags, showing, filtering, sort, search]
@@ -406,7 +415,7 @@ def build(state) -> None:
                                 show_progress="hidden")
             # A1111 asks the browser to confirm a restore; the restore_type "webui" is refused (see actions)
             restore.click(lambda n, t: restore_config_state(state, n, t), [saved, restore_type], states_info,
-                          js="(n, t) => confirm('Restore the selected config and restart?') ? [n, t] : ['Current', t]")
+                          js="(n, t) => n === 'Current' || confirm('Restore the selected config and restart?') ? [n, t] : ['', t]")
             saved.change(lambda n: config_state_table(state, n), [saved], states_table, show_progress="hidden")
 
     def on_load():
