@@ -11,7 +11,12 @@ def main(argv: list[str] | None = None) -> int:
     from webui.cluster.options import parse as parse_cluster
     from webui.config import ConfigError, parse
 
-    cluster_options, rest = parse_cluster(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        from webui.cluster.options import build_parser
+
+        print(build_parser().format_help(), "\nA1111 flags:\n", flush=True)  # then launch.py's help, and exit
+    cluster_options, rest = parse_cluster(argv)
     try:
         config = parse(rest)
     except ConfigError as e:

@@ -161,6 +161,7 @@ class ReplicaServer:
             except Exception as e:  # the coordinator is restarting or the driver is going away: try again
                 log.warning("replica %s: control poll failed: %s", self.replica_id, e)
                 await asyncio.sleep(1.0)
+                self._find_coordinator()
                 continue
             for call_id, kind, payload in calls:
                 task = asyncio.ensure_future(self._answer(call_id, kind, payload))
@@ -175,6 +176,17 @@ class ReplicaServer:
             result = Answer(500, (("content-type", "application/json"),), _dumps(
                 {"error": type(e).__name__, "detail": str(e), "body": "", "errors": str(e)}))
         await self.coordinator.answer.remote(call_id, result)
+
+    def _find_coordinator(self) -> None:
+        """A new ingress started a new coordinator under the same name: talk to that one."""
+        import ray
+
+        from webui.cluster.options import COORDINATOR, NAMESPACE
+
+        try:
+            self.coordinator = ray.get_actor(COORDINATOR, namespace=NAMESPACE)
+        except ValueError:
+            pass  # not there (yet)
 
     def close(self) -> None:
         self._stop.set()
