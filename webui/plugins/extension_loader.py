@@ -177,7 +177,8 @@ def _run_installers(state, active: list[Extension]) -> None:
         script = os.path.join(ext.path, "install.py")
         if not os.path.isfile(script):
             continue
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([state.config.install_dir, os.environ.get("PYTHONPATH", "")])}
+        pythonpath = os.pathsep.join([state.config.install_dir, os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": pythonpath}
         log.info("Extension %s: running install.py", ext.name)
         try:
             done = subprocess.run([sys.executable, script], cwd=state.config.install_dir, env=env, capture_output=True,

@@ -9,11 +9,11 @@ The shape other parts read (the Extensions tab, ``/sdapi/v1/extensions``), kept 
 ``state.extensions`` is an :class:`ExtensionSet`:
     ``.all``            every :class:`Extension`, A1111 1.10's order: ``extensions-builtin/`` sorted by folder
                         name, then ``extensions/`` sorted by folder name (scripts load in this order too).
-    ``.active()``       the ones loaded at start (A1111 ``extensions.active()``): none with ``--disable-all-extensions``
-                        or option ``disable_all_extensions == "all"``; only built-ins with ``--disable-extra-extensions``
-                        or ``"extra"``; else every ``enabled`` one.
+    ``.active()``       the ones loaded at start (A1111 ``extensions.active()``): none with
+                        ``--disable-all-extensions`` or option ``disable_all_extensions == "all"``; only built-ins
+                        with ``--disable-extra-extensions`` or ``"extra"``; else every ``enabled`` one.
     ``.get(name)``      by folder name, or None.
-    ``.disabled_by``    why extensions are off as a whole ("--disable-all-extensions", ...), or None.
+    ``.disabled_by``    "all" / "extra" when the flags or the option turn extensions off as a whole, else None.
     ``.extensions_dir`` / ``.builtin_dir``  the two folders.
 
 :class:`Extension` (one per folder; fields in A1111's names where A1111 has them):

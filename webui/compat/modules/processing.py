@@ -13,7 +13,8 @@ import threading
 
 from webui.compat import binding
 from webui.core.generation.noise import fixed_seed
-from webui.core.generation.processing import Processed  # noqa: F401  A1111's name
+# A1111's names, re-exported for extensions
+from webui.core.generation.processing import Processed as Processed
 from webui.core.generation.processing import Processing, process_images as _process_images
 from webui.core.types import GenerationRequest, InpaintOptions
 

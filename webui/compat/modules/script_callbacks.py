@@ -4,10 +4,12 @@ raises is reported on its extension (console, Extensions tab, /extensions) and s
 
 from __future__ import annotations
 
+from pipelines.denoiser import AfterCFGCallbackParams as AfterCFGCallbackParams  # A1111's names, re-exported
+from pipelines.denoiser import CFGDenoisedParams as CFGDenoisedParams
+from pipelines.denoiser import CFGDenoiserParams as CFGDenoiserParams
 from webui.compat import binding
+from webui.compat.runtime import ImageSaveParams as ImageSaveParams
 from webui.compat.runtime import runtime
-from pipelines.denoiser import AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams  # noqa: F401  A1111 names
-from webui.compat.runtime import ImageSaveParams  # noqa: F401  A1111's name
 
 
 def _add(kind: str, callback, name: str | None) -> None:

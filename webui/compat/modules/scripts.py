@@ -11,16 +11,18 @@ page's controls come from that list, as for our own scripts. Events an extension
 from __future__ import annotations
 
 
+from pipelines.denoiser import MaskBlendArgs as MaskBlendArgs  # A1111's names, re-exported for extensions
 from webui.compat import binding
-from webui.core.generation.engine import (  # noqa: F401  A1111 names
-    PostprocessBatchListArgs,
-    PostprocessImageArgs,
-    PostSampleArgs,
-)
-from webui.core.generation.engine import PostprocessMaskOverlayArgs as PostProcessMaskOverlayArgs  # noqa: F401
-from pipelines.denoiser import MaskBlendArgs  # noqa: F401
+from webui.core.generation.engine import PostprocessBatchListArgs as PostprocessBatchListArgs
+from webui.core.generation.engine import PostprocessImageArgs as PostprocessImageArgs
+from webui.core.generation.engine import PostprocessMaskOverlayArgs
+from webui.core.generation.engine import PostSampleArgs as PostSampleArgs
 from webui.plugins import scripts as _ours
-from webui.plugins.scripts import AlwaysVisible, ScriptArg  # noqa: F401
+from webui.plugins.scripts import AlwaysVisible as AlwaysVisible
+from webui.plugins.scripts import ScriptArg
+
+#: A1111 spells this one PostProcessMaskOverlayArgs
+PostProcessMaskOverlayArgs = PostprocessMaskOverlayArgs
 
 _MODULE = "modules.scripts"
 
@@ -53,8 +55,6 @@ class Script(_ours.Script):
     group = None
     create_group = True
     section = None
-    on_before_component_elem_id: list = []
-    on_after_component_elem_id: list = []
 
     def ui(self, is_img2img):
         return None
