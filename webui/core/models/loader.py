@@ -66,6 +66,12 @@ class ModelComponents:
         return self.unet.config.in_channels == 9
 
     @property
+    def sd_checkpoint_info(self) -> CheckpointInfo:
+        """A1111's name for the loaded checkpoint's info: extension scripts read ``p.sd_model.sd_checkpoint_info``
+        (filename, name, model_name, title, sha256, shorthash)."""
+        return self.info
+
+    @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
