@@ -213,6 +213,7 @@ def test_a_killed_replica_is_retried_elsewhere_and_restarted(cluster):
     answer = result["r"]
     assert answer.status_code == 200, answer.text
     assert answer.headers["X-Task-Id"] == task
+    assert answer.headers["X-Replica-Id"] != victim["id"]  # the retry ran on the other replica
     assert len(answer.json()["images"]) == 1
     # the other replica answered it; Ray starts a new replica in place of the dead one
     deadline = time.monotonic() + 90
