@@ -61,7 +61,8 @@ def measure(client, args, app_time_header: str) -> dict:
         assert r.status_code == 200
         latencies.append(latency)
         overheads.append(latency - float(r.headers[app_time_header]))
-    return {"requests": args.requests, "wall_s": round(wall, 2), "requests_per_min": round(args.requests / wall * 60, 1),
+    return {"requests": args.requests, "wall_s": round(wall, 2),
+            "requests_per_min": round(args.requests / wall * 60, 1),
             "latency_1step_ms": round(statistics.median(latencies) * 1000, 1),
             "overhead_ms": round(statistics.median(overheads) * 1000, 2)}
 

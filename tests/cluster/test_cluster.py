@@ -3,7 +3,6 @@ start-up is the cost), the tiny checkpoints, requests through the ingress app in
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
