@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -41,7 +42,7 @@ def test_preview_description_and_sidecar(tmp_path):
         json.dump({"custom": 1, "notes": "old"}, fh)
     written = nc.write_user_metadata(f, {"notes": "new", "preferred weight": 0.7})
     assert written == {"custom": 1, "notes": "new", "preferred weight": 0.7}
-    assert json.load(open(stem + ".json")) == written
+    assert json.loads(Path(stem + ".json").read_text()) == written
     assert not [p for p in os.listdir(os.path.dirname(f)) if p.endswith(".tmp")]
     # a broken sidecar reads as empty rather than breaking the page
     with open(stem + ".json", "w") as fh:
@@ -87,7 +88,10 @@ def test_select_search_folder_sort_pages():
 
     cards = [card("b", "chars", 3), card("a", "chars/anime", 1), card("c", "styles", 2)]
     assert nc.folders(cards) == ["chars", "chars/anime", "styles"]
-    names = lambda r: [c.name for c in r.cards]  # noqa: E731
+
+    def names(r):
+        return [c.name for c in r.cards]
+
     assert names(nc.select(cards, nc.PageQuery())) == ["a", "b", "c"]  # Path: chars/anime/a < chars/b < styles/c
     assert names(nc.select(cards, nc.PageQuery(sort="Name", descending=True))) == ["c", "b", "a"]
     assert names(nc.select(cards, nc.PageQuery(sort="Date Modified"))) == ["a", "c", "b"]
@@ -111,7 +115,7 @@ def test_catalog_lists_edits_and_refuses_foreign_files(tmp_path):
     assert cat.prompt("lora", card) == "<lora:inky:1>"  # the alias from the file, as A1111's default
     card = cat.save_metadata("lora", card.filename, {"preferred weight": 0.5, "description": "d", "bogus": 1})
     assert cat.prompt("lora", card) == "<lora:inky:0.5>" and card.description == "d"
-    assert json.load(open(lora_dir / "ink.json")) == {"preferred weight": 0.5, "description": "d"}
+    assert json.loads((lora_dir / "ink.json").read_text()) == {"preferred weight": 0.5, "description": "d"}
     card = cat.replace_preview("lora", card.filename, Image.new("RGB", (16, 16), "red"), "a red square")
     assert card.preview == str(lora_dir / "ink.png")
     with Image.open(card.preview) as im:

@@ -51,7 +51,7 @@ class UiDefaults:
         with open(self.filename, encoding="utf8") as f:
             data = json.load(f)
         if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+            raise ValueError("not a JSON object")  # noqa: TRY004 -- a bad file, reported like a JSON error
         return data
 
     def field(self, key: str, current: Any, control: Any = None, *, fits: Callable[[Any], bool] | None = None,

@@ -164,7 +164,9 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
     accordion.do_not_save_to_config = True  # ui-config.json: pickers and the editor hold no defaults
     ui = ExtraNetworksUi(accordion, page, search, sort, descending, folder, page_no, refresh, cards, status, action_box,
                          action_button, editor)
-    cat_of = lambda: catalog(state)  # noqa: E731
+
+    def cat_of() -> nc.Catalog:
+        return catalog(state)
 
     def query(search_text, sort_key, desc, folder_value, number) -> nc.PageQuery:
         return nc.PageQuery(search=search_text or "", folder=folder_value or "", sort=sort_key or nc.DEFAULT_SORT,
@@ -233,9 +235,7 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
         new_negative = negative_text_value
         if neg:
             present = neg in (negative_text_value or "")
-            if removed and present:
-                new_negative = nc.toggle_in_prompt(negative_text_value or "", neg, separator)
-            elif not removed and not present:
+            if removed == present:  # the negative text follows the card: removed with it, added with it
                 new_negative = nc.toggle_in_prompt(negative_text_value or "", neg, separator)
         result = nc.select(cat.cards(page_id), query(search_text, sort_key, desc, folder_value, number))
         return [new_prompt, new_negative, "", cards_html(state, tab, page_id, result, new_prompt, folder_value),
@@ -270,7 +270,7 @@ def build(state, tab: str, prompt, negative_prompt) -> ExtraNetworksUi:
             cat_of().save_metadata(page_id, filename, changes)
         except (OSError, ValueError) as e:
             return [gr.update(), gr.update(), common.error_html(e), gr.update()]
-        html_out, folders, info = render(nc.PAGES.get(page_id, "Lora"), *render_args)
+        html_out, folders, _ = render(nc.PAGES.get(page_id, "Lora"), *render_args)
         return [gr.update(visible=False), html_out, f"<div class='webui-notice'>Saved {html.escape(nc.metadata_path(filename))}</div>",
                 folders]
 
@@ -329,6 +329,6 @@ def _select_checkpoint(state, card: nc.Card) -> str:
     try:
         future = common.submit(state, "load-model", lambda p: switch_checkpoint(state.engine, state.settings, title))
         future.result()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- any load failure is shown on the page, as the top bar does
         return common.error_html(e)
     return f"<div class='webui-notice'>Checkpoint: {html.escape(title)}</div>"

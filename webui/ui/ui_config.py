@@ -49,7 +49,7 @@ def _convert(control, field: str):
 
 def _bool(value):
     if not isinstance(value, bool):
-        raise ValueError(f"not true/false: {value!r}")
+        raise TypeError(f"not true/false: {value!r}")
     return value
 
 

@@ -191,7 +191,7 @@ def card_negative_prompt(card: Card) -> str:
     return str(card.user_metadata.get("negative text") or "").strip()
 
 
-_RE_NET = re.compile(r"<([^:^>]+:[^:]+):[\d.]+>(.*)", re.S)
+_RE_NET = re.compile(r"<([^:^>]+:[^:]+):[\d.]+>(.*)", re.DOTALL)
 _RE_NET_G = re.compile(r"<([^:^>]+:[^:]+):[\d.]+>")
 
 
@@ -364,7 +364,7 @@ class Catalog:
                 im.thumbnail((size, size * 2))
                 buf = io.BytesIO()
                 im.convert("RGB").save(buf, format="JPEG", quality=80)
-        except Exception as e:  # a broken preview must not break the page
+        except (OSError, ValueError) as e:  # a broken preview must not break the page
             log.warning("preview %s: %s", path, e)
             return ""
         url = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
