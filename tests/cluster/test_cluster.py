@@ -175,6 +175,8 @@ def test_control_routes_reach_every_replica_and_lists_come_from_the_registry(clu
     assert float(answer.headers["X-Replica-Process-Time"]) > 0
     titles = [m["title"] for m in cluster.get("/sdapi/v1/sd-models").json()]
     assert any(t.startswith(f"{SD1}.safetensors") for t in titles) and len(titles) == 3
+    bad = cluster.post("/sdapi/v1/txt2img", json={**BODY, "steps": "many"})  # the replica's app validates it
+    assert bad.status_code == 422 and set(bad.json()) == {"error", "detail", "body", "errors"}
     assert cluster.post("/sdapi/v1/skip").json() is None
     assert cluster.post("/sdapi/v1/unload-checkpoint").json() == {}
     assert all(r["loaded_models"] == [] for r in _replicas(cluster))

@@ -65,7 +65,8 @@ class ReplicaServer:
         # One device per replica: with num_gpus=1 Ray sets CUDA_VISIBLE_DEVICES, so the replica's device is cuda:0.
         # The ingress has checked the client: no --api-auth here; nothing outside Ray can reach a replica.
         config = dataclasses.replace(config, ui_settings_file=settings_file, device_id=None, nowebui=True, api=True,
-                                     api_auth=None, api_server_stop=False, skip_load_model_at_start=True)
+                                     api_auth=None, api_server_stop=False, skip_load_model_at_start=True,
+                                     subpath=None)  # the ingress strips --subpath before forwarding
         self.state = build_state(config, create_demo=False)
         self.loads: Counter = Counter()
         self.state.plugins.register(_LoadCounter(self.loads), "cluster-load-counter")
