@@ -338,9 +338,10 @@ def test_infotext_format():
 
 
 def test_operation_order_option():
-    assert operation_order() == ["Upscale", "GFPGAN", "CodeFormer"]
+    training = ["Split oversized images", "Auto focal point crop", "Auto-sized crop", "Create flipped copies"]
+    assert operation_order() == ["Upscale", "GFPGAN", "CodeFormer", *training]
     assert operation_order({"postprocessing_operation_order": ["CodeFormer", "Upscale"]}) == [
-        "CodeFormer", "Upscale", "GFPGAN"]
+        "CodeFormer", "Upscale", "GFPGAN", *training]
 
 
 def test_nothing_to_do_keeps_the_image_and_its_chunks(registry, restorers):

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 #: A1111's postprocessing scripts and their ``order`` (the order they run in unless option
 #: postprocessing_operation_order says otherwise).
-POSTPROCESSING_ORDER = (("Upscale", 1000), ("GFPGAN", 2000), ("CodeFormer", 3000))
+POSTPROCESSING_ORDER = (("Upscale", 1000), ("GFPGAN", 2000), ("CodeFormer", 3000), ("Split oversized images", 4000),
+                        ("Auto focal point crop", 4010), ("Auto-sized crop", 4020), ("Create flipped copies", 4030))
 
 #: Image file types read from a batch folder (A1111 shared.listfiles takes every file and skips what PIL cannot read).
 EXTRAS_SINGLE, EXTRAS_BATCH, EXTRAS_DIRECTORY = 0, 1, 2
@@ -71,6 +72,25 @@ class ExtrasOptions:
     extras_upscaler_2_visibility: float = 0.0
     upscale_first: bool = False
     max_side_length: int = 0
+    # A1111's "postprocessing for training" scripts (Extras tab only: A1111's API does not take them); the crops
+    # and splits aim at the Upscale section's target size (scale to, or the image scaled by)
+    split_enabled: bool = False
+    split_threshold: float = 0.5
+    split_overlap_ratio: float = 0.2
+    focal_enabled: bool = False
+    focal_face_weight: float = 0.9
+    focal_entropy_weight: float = 0.15
+    focal_edges_weight: float = 0.5
+    focal_debug: bool = False
+    autosized_enabled: bool = False
+    autosized_mindim: int = 384
+    autosized_maxdim: int = 768
+    autosized_minarea: int = 64 * 64
+    autosized_maxarea: int = 640 * 640
+    autosized_objective: str = "Maximize area"
+    autosized_threshold: float = 0.1
+    flip_enabled: bool = False
+    flip_options: tuple = ("Horizontal",)
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,7 @@ class ExtrasResult:
     images: list[Image.Image]
     processed: list[ExtrasImage] = field(default_factory=list)
     infotext: str = ""
+    comments: list[str] = field(default_factory=list)  # e.g. why the focal crop's face weight was ignored
 
     @property
     def html_info(self) -> str:
@@ -224,6 +245,100 @@ def operation_order(settings: Any = None) -> list[str]:
     return [name for name, order, i in sorted(scripts, key=lambda s: (score(s[0]), s[1], s[0], s[2]))]
 
 
+@dataclass
+class PostprocessedImage:
+    """A1111 scripts_postprocessing.PostprocessedImage: one image in the run, its info dict, the name tags its file
+    gets, whether later operations skip it, and the extra images an operation made from it."""
+
+    image: Image.Image
+    info: dict[str, Any] = field(default_factory=dict)
+    nametags: list[str] = field(default_factory=list)
+    disable_processing: bool = False
+    extra_images: list = field(default_factory=list)
+
+    def create_copy(self, image: Image.Image, nametags: list[str] | None = None,
+                    disable_processing: bool = False) -> "PostprocessedImage":
+        return PostprocessedImage(image, dict(self.info), self.nametags + list(nametags or ()), disable_processing)
+
+
+def target_size(image: Image.Image, opts: ExtrasOptions) -> tuple[int, int]:
+    """A1111 Upscale ``process_firstpass``: ``pp.shared.target_width/height``, which the training scripts aim at."""
+    if opts.resize_mode == 1:
+        return int(opts.upscaling_resize_w), int(opts.upscaling_resize_h)
+    w, h = int(image.width * opts.upscaling_resize), int(image.height * opts.upscaling_resize)
+    return limit_size_by_one_dimention(w, h, opts.max_side_length)
+
+
+def _training_op(name: str, pp: PostprocessedImage, opts: ExtrasOptions, target: tuple[int, int], detector) -> None:
+    from webui.core.postprocess import training_prep as tp
+
+    width, height = target
+    if name == "Split oversized images" and opts.split_enabled:
+        tiles = tp.split_oversized(pp.image, width, height, opts.split_threshold, opts.split_overlap_ratio)
+        if tiles:
+            pp.image = tiles[0]
+            pp.extra_images = [pp.create_copy(x) for x in tiles[1:]]
+    elif name == "Auto focal point crop" and opts.focal_enabled and width and height:
+        result, *others = tp.focal_crop(pp.image, width, height, face_weight=opts.focal_face_weight,
+                                        entropy_weight=opts.focal_entropy_weight,
+                                        edges_weight=opts.focal_edges_weight, detector=detector,
+                                        debug=opts.focal_debug)
+        pp.image = result
+        pp.extra_images = [pp.create_copy(x, nametags=["focal-crop-debug"], disable_processing=True) for x in others]
+    elif name == "Auto-sized crop" and opts.autosized_enabled:
+        cropped = tp.multicrop_pic(pp.image, opts.autosized_mindim, opts.autosized_maxdim, opts.autosized_minarea,
+                                   opts.autosized_maxarea, opts.autosized_objective, opts.autosized_threshold)
+        if cropped is not None:
+            pp.image = cropped
+        else:
+            log.info("skipped %dx%d image (can't find suitable size within error threshold)", *pp.image.size)
+    elif name == "Create flipped copies" and opts.flip_enabled:
+        pp.extra_images.extend(tp.flipped_copies(pp.image, opts.flip_options))
+
+
+def postprocess_all(
+    image: Image.Image,
+    opts: ExtrasOptions,
+    *,
+    upscalers: UpscalerRegistry,
+    restorers: FaceRestorers,
+    settings: Any = None,
+    should_stop: Callable[[], bool] | None = None,
+    models_dir: str | None = None,
+    comments: list[str] | None = None,
+) -> list[PostprocessedImage]:
+    """A1111 ``ScriptPostprocessingRunner.run``: each operation in order over every image so far (the split tiles and
+    flipped copies made by one operation go through the later ones); the first item is the input's own result."""
+    target = target_size(image, opts)
+    detector = None
+    if opts.focal_enabled and opts.focal_face_weight > 0:
+        from webui.core.postprocess.training_prep import face_detector
+
+        detector = face_detector(models_dir or "models")
+        if detector.note:
+            log.warning(detector.note)
+            if comments is not None and detector.note not in comments:
+                comments.append(detector.note)
+    all_images = [PostprocessedImage(image)]
+    for name in operation_order(settings):
+        if should_stop is not None and should_stop():
+            break
+        for pp in list(all_images):
+            if not pp.disable_processing:
+                if name == "Upscale":
+                    pp.image = apply_upscale(pp.image, pp.info, opts, upscalers, settings, should_stop)
+                elif name == "GFPGAN":
+                    pp.image = apply_gfpgan(pp.image, pp.info, opts, restorers, settings)
+                elif name == "CodeFormer":
+                    pp.image = apply_codeformer(pp.image, pp.info, opts, restorers, settings)
+                else:
+                    _training_op(name, pp, opts, target, detector)
+            for extra in pp.extra_images:
+                all_images.append(extra if isinstance(extra, PostprocessedImage) else pp.create_copy(extra))
+            pp.extra_images = []
+    return all_images
+
+
 def postprocess_image(
     image: Image.Image,
     opts: ExtrasOptions,
@@ -233,19 +348,11 @@ def postprocess_image(
     settings: Any = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[Image.Image, dict[str, Any]]:
-    """scripts_postproc.run on one image: each operation in order; returns the image and its info dict (A1111's
-    ``pp.info``, in the order the keys were set)."""
-    info: dict[str, Any] = {}
-    for name in operation_order(settings):
-        if should_stop is not None and should_stop():
-            break
-        if name == "Upscale":
-            image = apply_upscale(image, info, opts, upscalers, settings, should_stop)
-        elif name == "GFPGAN":
-            image = apply_gfpgan(image, info, opts, restorers, settings)
-        elif name == "CodeFormer":
-            image = apply_codeformer(image, info, opts, restorers, settings)
-    return image, info
+    """scripts_postproc.run on one image, first result only: the image and its info dict (A1111's ``pp.info``, in
+    the order the keys were set)."""
+    first = postprocess_all(image, opts, upscalers=upscalers, restorers=restorers, settings=settings,
+                            should_stop=should_stop)[0]
+    return first.image, first.info
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -326,6 +433,7 @@ def run_postprocessing(
     save_output: bool = True,
     show_results: bool = True,
     progress: Any = None,
+    models_dir: str | None = None,
 ) -> ExtrasResult:
     """A1111 postprocessing.run_postprocessing over ``sources`` ((image or path, name) pairs).
 
@@ -342,6 +450,7 @@ def run_postprocessing(
         progress.job_count = len(items)
     outputs: list[Image.Image] = []
     processed: list[ExtrasImage] = []
+    comments: list[str] = []
     infotext = ""
     for index, (placeholder, name) in enumerate(items):
         if progress is not None:
@@ -366,38 +475,42 @@ def run_postprocessing(
         if parameters:
             existing_pnginfo["parameters"] = parameters
 
-        result, info = postprocess_image(image_data, opts, upscalers=upscalers, restorers=restorers,
-                                         settings=settings, should_stop=should_stop)
+        results = postprocess_all(image_data, opts, upscalers=upscalers, restorers=restorers, settings=settings,
+                                  should_stop=should_stop, models_dir=models_dir, comments=comments)
         if progress is not None and progress.skipped:
             continue
-        if result is image_data:
-            result = image_data.copy()  # the caller's image is never changed
+        for number, pp in enumerate(results):
+            result = pp.image
+            if result is image_data:
+                result = image_data.copy()  # the caller's image is never changed
 
-        infotext = postprocessing_infotext(info)
-        chunks = {k: v for k, v in existing_pnginfo.items() if isinstance(k, str) and isinstance(v, str)}
-        if read_option(settings, "enable_pnginfo", True):
-            chunks["postprocessing"] = infotext
-            result.info = dict(chunks)
-        else:
-            result.info = {}
-        if progress is not None:
-            progress.current_image = result
-
-        path = None
-        if save_output:
-            if outdir is None:
-                raise ValueError("run_postprocessing: outdir is required when save_output is true")
-            if read_option(settings, "use_original_name_batch", True) and name:
-                basename = os.path.splitext(os.path.basename(name))[0]
-                forced = basename
+            infotext = postprocessing_infotext(pp.info)
+            chunks = {k: v for k, v in existing_pnginfo.items() if isinstance(k, str) and isinstance(v, str)}
+            if read_option(settings, "enable_pnginfo", True):
+                chunks["postprocessing"] = infotext
+                result.info = dict(chunks)
             else:
-                basename, forced = "", None
-            path = save_extras_image(result, outdir, infotext, chunks, settings=settings, basename=basename,
-                                     forced_filename=forced)
-        processed.append(ExtrasImage(result, infotext, name, path))
-        if show_results:
-            outputs.append(result)
-    return ExtrasResult(outputs, processed, infotext)
+                result.info = {}
+            if progress is not None:
+                progress.current_image = result
+
+            path = None
+            if save_output:
+                if outdir is None:
+                    raise ValueError("run_postprocessing: outdir is required when save_output is true")
+                suffix = "-".join(pp.nametags)
+                if read_option(settings, "use_original_name_batch", True) and name:
+                    basename = os.path.splitext(os.path.basename(name))[0]
+                    # the tiles and copies of one input get -1, -2 ... so they do not overwrite each other
+                    forced = basename + (f"-{number}" if number else "") + (f"-{suffix}" if suffix else "")
+                else:
+                    basename, forced = "", None
+                path = save_extras_image(result, outdir, infotext, chunks, settings=settings, basename=basename,
+                                         forced_filename=forced, suffix=suffix)
+            processed.append(ExtrasImage(result, infotext, name, path))
+            if show_results:
+                outputs.append(result)
+    return ExtrasResult(outputs, processed, infotext, comments)
 
 
 def run_extras(
@@ -415,6 +528,7 @@ def run_extras(
     save_output: bool = True,
     hide_ui_dir_config: bool = False,
     progress: Any = None,
+    models_dir: str | None = None,
 ) -> ExtrasResult:
     """A1111 postprocessing.run_extras / run_postprocessing's input modes.
 
@@ -444,4 +558,5 @@ def run_extras(
                                    data_dir)
     show = extras_mode != EXTRAS_DIRECTORY or opts.show_extras_results
     return run_postprocessing(sources, opts, upscalers=upscalers, restorers=restorers, settings=settings,
-                              outdir=outpath, save_output=save_output, show_results=show, progress=progress)
+                              outdir=outpath, save_output=save_output, show_results=show, progress=progress,
+                              models_dir=models_dir or os.path.join(data_dir, "models"))

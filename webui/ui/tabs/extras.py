@@ -33,6 +33,24 @@ def to_request(values: dict[str, Any]):
         upscaler_2=values.get("upscaler_2") or "None",
         extras_upscaler_2_visibility=float(values.get("extras_upscaler_2_visibility", 0.0)),
         max_side_length=int(values.get("max_side_length", 0)),
+        # postprocessing for training (A1111's scripts of that name)
+        split_enabled=bool(values.get("split_enabled")),
+        split_threshold=float(values.get("split_threshold", 0.5)),
+        split_overlap_ratio=float(values.get("split_overlap_ratio", 0.2)),
+        focal_enabled=bool(values.get("focal_enabled")),
+        focal_face_weight=float(values.get("focal_face_weight", 0.9)),
+        focal_entropy_weight=float(values.get("focal_entropy_weight", 0.15)),
+        focal_edges_weight=float(values.get("focal_edges_weight", 0.5)),
+        focal_debug=bool(values.get("focal_debug")),
+        autosized_enabled=bool(values.get("autosized_enabled")),
+        autosized_mindim=int(values.get("autosized_mindim", 384)),
+        autosized_maxdim=int(values.get("autosized_maxdim", 768)),
+        autosized_minarea=int(values.get("autosized_minarea", 64 * 64)),
+        autosized_maxarea=int(values.get("autosized_maxarea", 640 * 640)),
+        autosized_objective=values.get("autosized_objective") or "Maximize area",
+        autosized_threshold=float(values.get("autosized_threshold", 0.1)),
+        flip_enabled=bool(values.get("flip_enabled")),
+        flip_options=tuple(values.get("flip_options") or ()),
     )
 
 
@@ -111,6 +129,7 @@ def build(state) -> c.TabUi:
                 form.add("codeformer_weight", gr.Slider(minimum=0.0, maximum=1.0, step=0.001,
                                                         label="Weight (0 = maximum effect, 1 = minimum effect)",
                                                         value=0.0, elem_id="extras_codeformer_weight"))
+            _training_sections(form, state)
         with gr.Column(variant="panel"):
             progress = gr.HTML("", elem_id="extras_progress")
             gallery = gr.Gallery(label="Result", show_label=False, elem_id="extras_gallery", columns=4, format="png",
@@ -130,7 +149,8 @@ def build(state) -> c.TabUi:
                 future = common.submit(state, NAME, lambda p: run_extras(
                     int(named.get("extras_mode") or 0), opts, upscalers=upscalers_, restorers=restorers,
                     settings=state.settings, data_dir=state.config.data_dir,
-                    hide_ui_dir_config=state.config.hide_ui_dir_config, progress=p, **inputs))
+                    hide_ui_dir_config=state.config.hide_ui_dir_config, progress=p,
+                    models_dir=state.config.models_dir, **inputs))
             except Exception as e:
                 yield {progress: "", html_log: common.error_html(e)}
                 return
@@ -141,7 +161,9 @@ def build(state) -> c.TabUi:
             except Exception as e:
                 yield {progress: "", html_log: common.error_html(e)}
                 return
-            yield {progress: "", gallery: result.images, html_info: result.html_info, html_log: ""}
+            notes = "".join(f"<div class='webui-notice'>{common.plaintext_to_html(n)}</div>"
+                            for n in getattr(result, "comments", ()))
+            yield {progress: "", gallery: result.images, html_info: result.html_info, html_log: notes}
 
         submit.click(run, form.inputs(), [progress, gallery, html_info, html_log], show_progress="hidden",
                      concurrency_limit=None)
@@ -160,3 +182,63 @@ def _inputs(values: dict[str, Any]) -> dict[str, Any]:
     if mode == 2:
         return {"input_dir": values.get("input_dir") or "", "output_dir": values.get("output_dir") or ""}
     return {"image": common.open_image(values.get("image"))}
+
+
+def _training_sections(form, state) -> None:
+    """A1111's "postprocessing for training" scripts (Split oversized images, Auto focal point crop, Auto-sized crop,
+    Create flipped copies): each an accordion with its enable box and A1111's defaults. Splits and crops aim at the
+    Upscale section's target size."""
+    from webui.core.postprocess.training_prep import face_detector
+
+    with gr.Accordion("Split oversized images", open=False, elem_id="extras_split_oversized"):
+        form.add("split_enabled", gr.Checkbox(label="Split oversized images", value=False,
+                                              elem_id="extras_split_enabled"))
+        with gr.Row():
+            form.add("split_threshold", gr.Slider(label="Threshold", value=0.5, minimum=0.0, maximum=1.0, step=0.05,
+                                                  elem_id="postprocess_split_threshold"))
+            form.add("split_overlap_ratio", gr.Slider(label="Overlap ratio", value=0.2, minimum=0.0, maximum=0.9,
+                                                      step=0.05, elem_id="postprocess_overlap_ratio"))
+    with gr.Accordion("Auto focal point crop", open=False, elem_id="extras_focal_crop"):
+        form.add("focal_enabled", gr.Checkbox(label="Auto focal point crop", value=False,
+                                              elem_id="extras_focal_enabled"))
+        detector = face_detector(state.config.models_dir)
+        if detector.note:
+            gr.HTML(f"<div class='webui-notice'>{common.plaintext_to_html(detector.note)}</div>",
+                    elem_id="extras_focal_face_notice")
+        form.add("focal_face_weight", gr.Slider(label="Focal point face weight", value=0.9, minimum=0.0, maximum=1.0,
+                                                step=0.05, elem_id="postprocess_focal_crop_face_weight",
+                                                interactive=detector.kind is not None))
+        form.add("focal_entropy_weight", gr.Slider(label="Focal point entropy weight", value=0.15, minimum=0.0,
+                                                   maximum=1.0, step=0.05,
+                                                   elem_id="postprocess_focal_crop_entropy_weight"))
+        form.add("focal_edges_weight", gr.Slider(label="Focal point edges weight", value=0.5, minimum=0.0,
+                                                 maximum=1.0, step=0.05,
+                                                 elem_id="postprocess_focal_crop_edges_weight"))
+        form.add("focal_debug", gr.Checkbox(label="Create debug image", elem_id="train_process_focal_crop_debug"))
+    with gr.Accordion("Auto-sized crop", open=False, elem_id="extras_autosized_crop"):
+        form.add("autosized_enabled", gr.Checkbox(label="Auto-sized crop", value=False,
+                                                  elem_id="extras_autosized_enabled"))
+        gr.Markdown("Each image is center-cropped with an automatically chosen width and height.")
+        with gr.Row():
+            form.add("autosized_mindim", gr.Slider(minimum=64, maximum=2048, step=8, label="Dimension lower bound",
+                                                   value=384, elem_id="postprocess_multicrop_mindim"))
+            form.add("autosized_maxdim", gr.Slider(minimum=64, maximum=2048, step=8, label="Dimension upper bound",
+                                                   value=768, elem_id="postprocess_multicrop_maxdim"))
+        with gr.Row():
+            form.add("autosized_minarea", gr.Slider(minimum=64 * 64, maximum=2048 * 2048, step=1,
+                                                    label="Area lower bound", value=64 * 64,
+                                                    elem_id="postprocess_multicrop_minarea"))
+            form.add("autosized_maxarea", gr.Slider(minimum=64 * 64, maximum=2048 * 2048, step=1,
+                                                    label="Area upper bound", value=640 * 640,
+                                                    elem_id="postprocess_multicrop_maxarea"))
+        with gr.Row():
+            form.add("autosized_objective", gr.Radio(["Maximize area", "Minimize error"], value="Maximize area",
+                                                     label="Resizing objective",
+                                                     elem_id="postprocess_multicrop_objective"))
+            form.add("autosized_threshold", gr.Slider(minimum=0, maximum=1, step=0.01, label="Error threshold",
+                                                      value=0.1, elem_id="postprocess_multicrop_threshold"))
+    with gr.Accordion("Create flipped copies", open=False, elem_id="extras_flipped_copies"):
+        form.add("flip_enabled", gr.Checkbox(label="Create flipped copies", value=False,
+                                             elem_id="extras_flip_enabled"))
+        form.add("flip_options", gr.CheckboxGroup(value=["Horizontal"], choices=["Horizontal", "Vertical", "Both"],
+                                                  show_label=False, elem_id="postprocess_flip_options"))
