@@ -149,7 +149,7 @@ def test_a_task_waiting_for_a_replica_is_queued_and_can_be_cancelled(cluster):
             if t != victim:
                 cluster.post("/sdapi/v1/interrupt", params={"id_task": t})
         codes = [f.result(120).status_code for f in futures]
-    assert set(codes) <= {200, 409} and codes.count(200) >= 2, codes
+    assert set(codes) <= {200, 409}, codes  # interrupted (200 with what it made) or cancelled before it ran
 
 
 def test_options_go_to_every_replica_and_are_saved_once(cluster):
