@@ -163,3 +163,16 @@ def test_train_embedding_api_and_interrupt_keeps_what_was_saved(client, dataset,
     r = client.post("/sdapi/v1/txt2img", json={"prompt": "tok", "steps": 2, "width": SIZE, "height": SIZE})
     assert r.status_code == 200 and len(r.json()["images"]) == 1
     assert client.get("/sdapi/v1/progress").json()["state"]["job"] == ""
+
+
+def test_train_hypernetwork_api(client, dataset, data_dir):
+    client.post("/sdapi/v1/create/hypernetwork", json={"name": "hn", "enable_sizes": [32], "overwrite_old": False})
+    body = {k: v for k, v in train_body(dataset).items()
+            if k not in ("embedding_name", "save_embedding_every", "save_image_with_stored_embedding")}
+    r = client.post("/sdapi/v1/train/hypernetwork", json={**body, "hypernetwork_name": "hn", "steps": 2,
+                                                          "learn_rate": "0.0001", "save_hypernetwork_every": 0})
+    path = os.path.join(str(data_dir), "models", "hypernetworks", "hn.pt")
+    # A1111's text says "train embedding" for hypernetworks too
+    assert r.status_code == 200 and r.json() == {"info": f"train embedding complete: filename: {path} error: None"}
+    assert torch.load(path, weights_only=True)["step"] == 2
+    assert glob.glob(os.path.join(str(data_dir), "textual_inversion", "*", "hn", "hypernetwork_loss.csv"))

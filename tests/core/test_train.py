@@ -342,3 +342,24 @@ def test_dataset_is_encoded_with_the_selected_vae(state, dataset, monkeypatch):
     assert len(used) == 1 and used[0] is not own
     assert torch.equal(used[0].encoder.conv_in.weight.cpu(), vae.encoder.conv_in.weight)
     assert comp.vae is own
+
+
+def test_sd2_v_prediction_trains_and_sdxl_is_refused(state, dataset):
+    """SD2 (OpenCLIP, v-prediction): the velocity target; SDXL: a clear refusal, as A1111's trainer cannot either."""
+    svc = training_services(state)
+    state.settings.set("sd_model_checkpoint", "tiny-sd2-v.safetensors")
+    comp = state.engine.load(state.engine.resolve_checkpoint(None))
+    assert comp.arch == "SD2" and comp.prediction_type == "v_prediction"
+    create_embedding(svc, CreateEmbeddingArgs(name="tok2", num_vectors_per_token=1, overwrite_old=False))
+    result = train_embedding(svc, _train_args(dataset, embedding_name="tok2", steps=3, create_image_every=0,
+                                              save_embedding_every=0))
+    assert result.steps_done == 3 and all(np.isfinite(result.losses))
+    vec = torch.load(result.filename, weights_only=True)["string_to_param"]["*"]
+    assert vec.shape == (1, comp.text_encoder.get_input_embeddings().weight.shape[1])
+    state.settings.set("sd_model_checkpoint", "tiny-sdxl.safetensors")
+    state.engine.load(state.engine.resolve_checkpoint(None))
+    with pytest.raises(TrainingInputError) as e:
+        create_embedding(svc, CreateEmbeddingArgs(name="tokxl", num_vectors_per_token=1, overwrite_old=False))
+    assert "SD1.x and SD2.x" in str(e.value)
+    with pytest.raises(common.TrainingError, match="SD1.x or SD2.x"):
+        train_embedding(svc, _train_args(dataset, embedding_name="tok2", steps=5))

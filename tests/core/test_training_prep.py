@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from webui.core.postprocess import training_prep as tp
@@ -55,7 +54,7 @@ def test_focal_crop_finds_the_busy_part_and_says_when_faces_are_not_looked_for(t
                                 detector=detector, debug=True)
     assert crop.size == (64, 64) and debug.size == (256, 64)
     x = np.asarray(canvas).std(axis=(0, 2))  # where the busy columns are
-    left = [i for i in range(0, 193) if np.array_equal(np.asarray(canvas.crop((i, 0, i + 64, 64))), np.asarray(crop))]
+    left = [i for i in range(193) if np.array_equal(np.asarray(canvas.crop((i, 0, i + 64, 64))), np.asarray(crop))]
     assert left and left[0] >= 150, left  # the crop sits over the patch (190..238)
     assert x[left[0]:left[0] + 64].mean() > x.mean()
 

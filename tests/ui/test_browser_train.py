@@ -23,7 +23,7 @@ def _train_tab(page, sub: str) -> None:
 
 
 def test_create_train_and_interrupt_from_the_tab(page, ui_server, tmp_path):
-    _, app, data = ui_server
+    _, _app, data = ui_server
     ds = tmp_path / "dataset"
     ds.mkdir()
     rng = np.random.default_rng(2)

@@ -163,7 +163,7 @@ def _corner_points(im: Image.Image) -> list[PointOfInterest]:
 
 def _image_entropy(im: Image.Image) -> float:
     band = np.asarray(im.convert("1"), dtype=np.uint8)
-    hist, _ = np.histogram(band, bins=range(0, 256))
+    hist, _ = np.histogram(band, bins=range(256))
     hist = hist[hist > 0]
     return float(-np.log2(hist / hist.sum()).sum())
 
@@ -241,9 +241,7 @@ def focal_crop(im: Image.Image, crop_width: int, crop_height: int, *, face_weigh
     scale_by = 1.0
     if im.width > im.height:
         scale_by = crop_height / im.height
-    elif im.height > im.width:
-        scale_by = crop_width / im.width
-    elif crop_width >= crop_height:
+    elif im.height > im.width or crop_width >= crop_height:
         scale_by = crop_width / im.width
     else:
         scale_by = crop_height / im.height

@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from webui.core.train.schedule import ScheduleError, parse_schedule
 
@@ -412,7 +413,17 @@ def validate_train(args: TrainArgs, templates: Mapping[str, str], vae_scale: int
 
 
 __all__ = [
-    "CreateEmbeddingArgs", "CreateHypernetworkArgs", "TrainArgs", "TrainEmbeddingArgs", "TrainHypernetworkArgs",
-    "TrainingInputError", "from_kwargs", "validate_create_embedding", "validate_create_hypernetwork",
-    "validate_train", "sanitize_name", "parse_layer_structure", "dataset_images",
+    "CreateEmbeddingArgs",
+    "CreateHypernetworkArgs",
+    "TrainArgs",
+    "TrainEmbeddingArgs",
+    "TrainHypernetworkArgs",
+    "TrainingInputError",
+    "dataset_images",
+    "from_kwargs",
+    "parse_layer_structure",
+    "sanitize_name",
+    "validate_create_embedding",
+    "validate_create_hypernetwork",
+    "validate_train",
 ]

@@ -11,8 +11,9 @@ import io
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -152,7 +153,7 @@ def write_loss(log_directory: str, filename: str, step: int, epoch_len: int, val
 SAVED_PARAMS_SHARED = {"model_name", "model_hash", "initial_step", "num_of_dataset_images", "learn_rate",
                        "batch_size", "clip_grad_mode", "clip_grad_value", "gradient_step", "data_root",
                        "log_directory", "training_width", "training_height", "steps", "create_image_every",
-                       "template_file", "gradient_step", "latent_sampling_method"}
+                       "template_file", "latent_sampling_method"}
 SAVED_PARAMS_TI = {"embedding_name", "num_vectors_per_token", "save_embedding_every",
                    "save_image_with_stored_embedding"}
 SAVED_PARAMS_HYPERNET = {"hypernetwork_name", "layer_structure", "activation_func", "weight_init",

@@ -11,10 +11,10 @@ hex digits of the file's sha256, ``optimizer_state_dict``). The layers are train
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import inspect
-import contextlib
 import logging
 import os
 import random

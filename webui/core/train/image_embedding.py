@@ -67,7 +67,7 @@ def insert_image_data_embed(image: Image.Image, data: dict) -> Image.Image:
     next_size = next_size + ((h * d) - (next_size % (h * d)))
     low = np.resize(low, next_size).reshape((h, -1, d))
     high = np.resize(high, next_size).reshape((h, -1, d))
-    edge = list(data["string_to_param"].values())[0].cpu().detach().numpy().tolist()[0][:1024]
+    edge = next(iter(data["string_to_param"].values())).cpu().detach().numpy().tolist()[0][:1024]
     peak = np.max(np.abs(edge)) or 1.0  # A1111 divides by it; an all-zero embedding would give NaN dots
     edge = (np.abs(edge) / peak * 255).astype(np.uint8)
     low = _xor_block(_style_block(low, sequence=edge))

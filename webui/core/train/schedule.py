@@ -15,7 +15,7 @@ class ScheduleError(ValueError):
     """A learning-rate schedule that cannot be read."""
 
 
-def parse_schedule(text: str | float | int, max_steps: int, cur_step: int = 0) -> list[tuple[float, int]]:
+def parse_schedule(text: str | float, max_steps: int, cur_step: int = 0) -> list[tuple[float, int]]:
     """A1111 ``LearnScheduleIterator``: the (rate, end step) pairs still ahead of ``cur_step``."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         text = str(text)

@@ -28,4 +28,4 @@ def list_templates(folder: str | None) -> dict[str, str]:
 def read_template_lines(path: str) -> list[str]:
     """A1111 ``PersonalizedBase``: every line, stripped (an empty line is a valid, empty caption pattern)."""
     with open(path, encoding="utf8") as f:
-        return [x.strip() for x in f.readlines()]
+        return [x.strip() for x in f]

@@ -11,15 +11,15 @@ steps in ``<log>/<date>/<name>/embeddings/<name>-<N>.pt``, previews in ``images/
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import os
 import random
-import html
 from dataclasses import dataclass, field
 
 import torch
 
-from webui.core.networks.embeddings import Embedding, load_embedding_file
+from webui.core.networks.embeddings import Embedding
 from webui.core.train import common
 from webui.core.train.args import (
     CreateEmbeddingArgs,
@@ -271,7 +271,7 @@ def _save_image_with_embedding(image, embedding_file: str, checkpoint, steps_don
     info.add_text("sd-ti-embedding", embedding_to_b64(data))
     title = f"<{data.get('name', '???')}>"
     try:
-        vector_size = list(data["string_to_param"].values())[0].shape[0]
+        vector_size = next(iter(data["string_to_param"].values())).shape[0]
     except Exception:
         vector_size = "?"
     captioned = caption_image_overlay(image, title, checkpoint.model_name, f"[{checkpoint.shorthash}]",

@@ -117,125 +117,124 @@ def build(state, txt2img: c.TabUi | None = None) -> c.TabUi:
     form = common.Form()
     templates = _templates(state)
     with gr.Row(equal_height=False):
-        with gr.Column(variant="compact"):
-            with gr.Tabs(elem_id="train_tabs"):
-                with gr.Tab("Create embedding", id="train_create_embedding"):
-                    form.add("new_embedding_name", gr.Textbox(label="Name", elem_id="train_new_embedding_name"))
-                    form.add("initialization_text", gr.Textbox(label="Initialization text", value="*",
-                                                               elem_id="train_initialization_text"))
-                    form.add("nvpt", gr.Slider(label="Number of vectors per token", minimum=1, maximum=75, step=1,
-                                               value=1, elem_id="train_nvpt"))
-                    form.add("overwrite_old_embedding", gr.Checkbox(value=False, label="Overwrite Old Embedding",
-                                                                    elem_id="train_overwrite_old_embedding"))
-                    create_embedding = gr.Button("Create embedding", variant="primary",
-                                                 elem_id="train_create_embedding")
-                with gr.Tab("Create hypernetwork", id="train_create_hypernetwork"):
-                    form.add("new_hypernetwork_name", gr.Textbox(label="Name", elem_id="train_new_hypernetwork_name"))
-                    form.add("new_hypernetwork_sizes", gr.CheckboxGroup(label="Modules", value=["768", "320", "640",
-                                                                                                "1280"],
-                                                                        choices=HN_SIZES,
-                                                                        elem_id="train_new_hypernetwork_sizes"))
-                    form.add("new_hypernetwork_layer_structure", gr.Textbox(
-                        "1, 2, 1", label="Enter hypernetwork layer structure",
-                        placeholder="1st and last digit must be 1. ex:'1, 2, 1'",
-                        elem_id="train_new_hypernetwork_layer_structure"))
-                    form.add("new_hypernetwork_activation_func", gr.Dropdown(
-                        value="linear", label="Select activation function of hypernetwork. Recommended : Swish / "
-                        "Linear(none)", choices=ACTIVATIONS, elem_id="train_new_hypernetwork_activation_func"))
-                    form.add("new_hypernetwork_initialization_option", gr.Dropdown(
-                        value="Normal", label="Select Layer weights initialization. Recommended: Kaiming for relu-like,"
-                        " Xavier for sigmoid-like, Normal otherwise",
-                        choices=["Normal", "KaimingUniform", "KaimingNormal", "XavierUniform", "XavierNormal"],
-                        elem_id="train_new_hypernetwork_initialization_option"))
-                    form.add("new_hypernetwork_add_layer_norm", gr.Checkbox(
-                        label="Add layer normalization", elem_id="train_new_hypernetwork_add_layer_norm"))
-                    form.add("new_hypernetwork_use_dropout", gr.Checkbox(
-                        label="Use dropout", elem_id="train_new_hypernetwork_use_dropout"))
-                    form.add("new_hypernetwork_dropout_structure", gr.Textbox(
-                        "0, 0, 0", label="Enter hypernetwork Dropout structure (or empty). Recommended : 0~0.35 "
-                        "incrementing sequence: 0, 0.05, 0.15", placeholder="1st and last digit must be 0 and values "
-                        "should be between 0 and 1. ex:'0, 0.01, 0'", elem_id="train_new_hypernetwork_dropout_structure"))
-                    form.add("overwrite_old_hypernetwork", gr.Checkbox(value=False, label="Overwrite Old Hypernetwork",
-                                                                       elem_id="train_overwrite_old_hypernetwork"))
-                    create_hypernetwork = gr.Button("Create hypernetwork", variant="primary",
-                                                    elem_id="train_create_hypernetwork")
-                with gr.Tab("Train", id="train_train"):
-                    gr.HTML("<p>Train an embedding or Hypernetwork; you must specify a directory with a set of 1:1 "
-                            "ratio images.</p>")
-                    with gr.Row():
-                        emb = form.add("train_embedding_name", gr.Dropdown(
-                            label="Embedding", choices=_embedding_names(state), elem_id="train_embedding"))
-                        hn = form.add("train_hypernetwork_name", gr.Dropdown(
-                            label="Hypernetwork", choices=_hypernetwork_names(state), elem_id="train_hypernetwork"))
-                        refresh = gr.Button("🔄", elem_id="train_refresh", min_width=40, scale=0,
-                                            elem_classes=["tool"])
-                    with gr.Row():
-                        form.add("embedding_learn_rate", gr.Textbox(label="Embedding Learning rate", value="0.005",
-                                                                    placeholder="Embedding Learning rate",
-                                                                    elem_id="train_embedding_learn_rate"))
-                        form.add("hypernetwork_learn_rate", gr.Textbox(label="Hypernetwork Learning rate",
-                                                                       value="0.00001",
-                                                                       elem_id="train_hypernetwork_learn_rate"))
-                    with gr.Row():
-                        form.add("clip_grad_mode", gr.Dropdown(value="disabled", label="Gradient Clipping",
-                                                               choices=["disabled", "value", "norm"],
-                                                               elem_id="train_clip_grad_mode"))
-                        form.add("clip_grad_value", gr.Textbox(value="0.1", show_label=False,
-                                                               placeholder="Gradient clip value",
-                                                               elem_id="train_clip_grad_value"))
-                    with gr.Row():
-                        form.add("batch_size", gr.Number(label="Batch size", value=1, precision=0,
-                                                         elem_id="train_batch_size"))
-                        form.add("gradient_step", gr.Number(label="Gradient accumulation steps", value=1,
-                                                            precision=0, elem_id="train_gradient_step"))
-                    form.add("dataset_directory", gr.Textbox(label="Dataset directory",
-                                                             placeholder="Path to directory with input images",
-                                                             elem_id="train_dataset_directory"))
-                    form.add("log_directory", gr.Textbox(label="Log directory", value="textual_inversion",
-                                                         placeholder="Path to directory where to write outputs",
-                                                         elem_id="train_log_directory"))
-                    with gr.Row():
-                        template = form.add("template_file", gr.Dropdown(
-                            label="Prompt template", choices=templates,
-                            value="style_filewords.txt" if "style_filewords.txt" in templates else None,
-                            elem_id="train_template_file"))
-                    with gr.Row():
-                        form.add("training_width", gr.Slider(minimum=64, maximum=2048, step=8, label="Width",
-                                                             value=512, elem_id="train_training_width"))
-                        form.add("training_height", gr.Slider(minimum=64, maximum=2048, step=8, label="Height",
-                                                              value=512, elem_id="train_training_height"))
-                    form.add("varsize", gr.Checkbox(label="Do not resize images", value=False,
-                                                    elem_id="train_varsize"))
-                    form.add("steps", gr.Number(label="Max steps", value=100000, precision=0, elem_id="train_steps"))
-                    with gr.Row():
-                        form.add("create_image_every", gr.Number(label="Save an image to log directory every N steps,"
-                                                                 " 0 to disable", value=500, precision=0,
-                                                                 elem_id="train_create_image_every"))
-                        form.add("save_embedding_every", gr.Number(label="Save a copy of embedding to log directory "
-                                                                   "every N steps, 0 to disable", value=500,
-                                                                   precision=0, elem_id="train_save_embedding_every"))
-                    form.add("use_weight", gr.Checkbox(label="Use PNG alpha channel as loss weight", value=False,
-                                                       elem_id="use_weight"))
-                    form.add("save_image_with_stored_embedding", gr.Checkbox(
-                        label="Save images with embedding in PNG chunks", value=True,
-                        elem_id="train_save_image_with_stored_embedding"))
-                    form.add("preview_from_txt2img", gr.Checkbox(
-                        label="Read parameters (prompt, etc...) from txt2img tab when making previews", value=False,
-                        elem_id="train_preview_from_txt2img", interactive=txt2img is not None))
-                    with gr.Row():
-                        form.add("shuffle_tags", gr.Checkbox(label="Shuffle tags by ',' when creating prompts.",
-                                                             value=False, elem_id="train_shuffle_tags"))
-                        form.add("tag_drop_out", gr.Slider(minimum=0, maximum=1, step=0.1, label="Drop out tags when "
-                                                           "creating prompts.", value=0,
-                                                           elem_id="train_tag_drop_out"))
-                    form.add("latent_sampling_method", gr.Radio(label="Choose latent sampling method", value="once",
-                                                                choices=["once", "deterministic", "random"],
-                                                                elem_id="train_latent_sampling_method"))
-                    with gr.Row():
-                        interrupt = gr.Button("Interrupt", elem_id="train_interrupt_training")
-                        train_hn = gr.Button("Train Hypernetwork", variant="primary",
-                                             elem_id="train_train_hypernetwork")
-                        train_emb = gr.Button("Train Embedding", variant="primary", elem_id="train_train_embedding")
+        with gr.Column(variant="compact"), gr.Tabs(elem_id="train_tabs"):
+            with gr.Tab("Create embedding", id="train_create_embedding"):
+                form.add("new_embedding_name", gr.Textbox(label="Name", elem_id="train_new_embedding_name"))
+                form.add("initialization_text", gr.Textbox(label="Initialization text", value="*",
+                                                           elem_id="train_initialization_text"))
+                form.add("nvpt", gr.Slider(label="Number of vectors per token", minimum=1, maximum=75, step=1,
+                                           value=1, elem_id="train_nvpt"))
+                form.add("overwrite_old_embedding", gr.Checkbox(value=False, label="Overwrite Old Embedding",
+                                                                elem_id="train_overwrite_old_embedding"))
+                create_embedding = gr.Button("Create embedding", variant="primary",
+                                             elem_id="train_create_embedding")
+            with gr.Tab("Create hypernetwork", id="train_create_hypernetwork"):
+                form.add("new_hypernetwork_name", gr.Textbox(label="Name", elem_id="train_new_hypernetwork_name"))
+                form.add("new_hypernetwork_sizes", gr.CheckboxGroup(label="Modules", value=["768", "320", "640",
+                                                                                            "1280"],
+                                                                    choices=HN_SIZES,
+                                                                    elem_id="train_new_hypernetwork_sizes"))
+                form.add("new_hypernetwork_layer_structure", gr.Textbox(
+                    "1, 2, 1", label="Enter hypernetwork layer structure",
+                    placeholder="1st and last digit must be 1. ex:'1, 2, 1'",
+                    elem_id="train_new_hypernetwork_layer_structure"))
+                form.add("new_hypernetwork_activation_func", gr.Dropdown(
+                    value="linear", label="Select activation function of hypernetwork. Recommended : Swish / "
+                    "Linear(none)", choices=ACTIVATIONS, elem_id="train_new_hypernetwork_activation_func"))
+                form.add("new_hypernetwork_initialization_option", gr.Dropdown(
+                    value="Normal", label="Select Layer weights initialization. Recommended: Kaiming for relu-like,"
+                    " Xavier for sigmoid-like, Normal otherwise",
+                    choices=["Normal", "KaimingUniform", "KaimingNormal", "XavierUniform", "XavierNormal"],
+                    elem_id="train_new_hypernetwork_initialization_option"))
+                form.add("new_hypernetwork_add_layer_norm", gr.Checkbox(
+                    label="Add layer normalization", elem_id="train_new_hypernetwork_add_layer_norm"))
+                form.add("new_hypernetwork_use_dropout", gr.Checkbox(
+                    label="Use dropout", elem_id="train_new_hypernetwork_use_dropout"))
+                form.add("new_hypernetwork_dropout_structure", gr.Textbox(
+                    "0, 0, 0", label="Enter hypernetwork Dropout structure (or empty). Recommended : 0~0.35 "
+                    "incrementing sequence: 0, 0.05, 0.15", placeholder="1st and last digit must be 0 and values "
+                    "should be between 0 and 1. ex:'0, 0.01, 0'", elem_id="train_new_hypernetwork_dropout_structure"))
+                form.add("overwrite_old_hypernetwork", gr.Checkbox(value=False, label="Overwrite Old Hypernetwork",
+                                                                   elem_id="train_overwrite_old_hypernetwork"))
+                create_hypernetwork = gr.Button("Create hypernetwork", variant="primary",
+                                                elem_id="train_create_hypernetwork")
+            with gr.Tab("Train", id="train_train"):
+                gr.HTML("<p>Train an embedding or Hypernetwork; you must specify a directory with a set of 1:1 "
+                        "ratio images.</p>")
+                with gr.Row():
+                    emb = form.add("train_embedding_name", gr.Dropdown(
+                        label="Embedding", choices=_embedding_names(state), elem_id="train_embedding"))
+                    hn = form.add("train_hypernetwork_name", gr.Dropdown(
+                        label="Hypernetwork", choices=_hypernetwork_names(state), elem_id="train_hypernetwork"))
+                    refresh = gr.Button("🔄", elem_id="train_refresh", min_width=40, scale=0,
+                                        elem_classes=["tool"])
+                with gr.Row():
+                    form.add("embedding_learn_rate", gr.Textbox(label="Embedding Learning rate", value="0.005",
+                                                                placeholder="Embedding Learning rate",
+                                                                elem_id="train_embedding_learn_rate"))
+                    form.add("hypernetwork_learn_rate", gr.Textbox(label="Hypernetwork Learning rate",
+                                                                   value="0.00001",
+                                                                   elem_id="train_hypernetwork_learn_rate"))
+                with gr.Row():
+                    form.add("clip_grad_mode", gr.Dropdown(value="disabled", label="Gradient Clipping",
+                                                           choices=["disabled", "value", "norm"],
+                                                           elem_id="train_clip_grad_mode"))
+                    form.add("clip_grad_value", gr.Textbox(value="0.1", show_label=False,
+                                                           placeholder="Gradient clip value",
+                                                           elem_id="train_clip_grad_value"))
+                with gr.Row():
+                    form.add("batch_size", gr.Number(label="Batch size", value=1, precision=0,
+                                                     elem_id="train_batch_size"))
+                    form.add("gradient_step", gr.Number(label="Gradient accumulation steps", value=1,
+                                                        precision=0, elem_id="train_gradient_step"))
+                form.add("dataset_directory", gr.Textbox(label="Dataset directory",
+                                                         placeholder="Path to directory with input images",
+                                                         elem_id="train_dataset_directory"))
+                form.add("log_directory", gr.Textbox(label="Log directory", value="textual_inversion",
+                                                     placeholder="Path to directory where to write outputs",
+                                                     elem_id="train_log_directory"))
+                with gr.Row():
+                    template = form.add("template_file", gr.Dropdown(
+                        label="Prompt template", choices=templates,
+                        value="style_filewords.txt" if "style_filewords.txt" in templates else None,
+                        elem_id="train_template_file"))
+                with gr.Row():
+                    form.add("training_width", gr.Slider(minimum=64, maximum=2048, step=8, label="Width",
+                                                         value=512, elem_id="train_training_width"))
+                    form.add("training_height", gr.Slider(minimum=64, maximum=2048, step=8, label="Height",
+                                                          value=512, elem_id="train_training_height"))
+                form.add("varsize", gr.Checkbox(label="Do not resize images", value=False,
+                                                elem_id="train_varsize"))
+                form.add("steps", gr.Number(label="Max steps", value=100000, precision=0, elem_id="train_steps"))
+                with gr.Row():
+                    form.add("create_image_every", gr.Number(label="Save an image to log directory every N steps,"
+                                                             " 0 to disable", value=500, precision=0,
+                                                             elem_id="train_create_image_every"))
+                    form.add("save_embedding_every", gr.Number(label="Save a copy of embedding to log directory "
+                                                               "every N steps, 0 to disable", value=500,
+                                                               precision=0, elem_id="train_save_embedding_every"))
+                form.add("use_weight", gr.Checkbox(label="Use PNG alpha channel as loss weight", value=False,
+                                                   elem_id="use_weight"))
+                form.add("save_image_with_stored_embedding", gr.Checkbox(
+                    label="Save images with embedding in PNG chunks", value=True,
+                    elem_id="train_save_image_with_stored_embedding"))
+                form.add("preview_from_txt2img", gr.Checkbox(
+                    label="Read parameters (prompt, etc...) from txt2img tab when making previews", value=False,
+                    elem_id="train_preview_from_txt2img", interactive=txt2img is not None))
+                with gr.Row():
+                    form.add("shuffle_tags", gr.Checkbox(label="Shuffle tags by ',' when creating prompts.",
+                                                         value=False, elem_id="train_shuffle_tags"))
+                    form.add("tag_drop_out", gr.Slider(minimum=0, maximum=1, step=0.1, label="Drop out tags when "
+                                                       "creating prompts.", value=0,
+                                                       elem_id="train_tag_drop_out"))
+                form.add("latent_sampling_method", gr.Radio(label="Choose latent sampling method", value="once",
+                                                            choices=["once", "deterministic", "random"],
+                                                            elem_id="train_latent_sampling_method"))
+                with gr.Row():
+                    interrupt = gr.Button("Interrupt", elem_id="train_interrupt_training")
+                    train_hn = gr.Button("Train Hypernetwork", variant="primary",
+                                         elem_id="train_train_hypernetwork")
+                    train_emb = gr.Button("Train Embedding", variant="primary", elem_id="train_train_embedding")
         with gr.Column(elem_id="ti_gallery_container"):
             progress = gr.HTML("", elem_id="ti_progress")
             textinfo = gr.HTML("", elem_id="ti_output")
