@@ -245,6 +245,14 @@ def test_lora_cards_insert_tags_and_edit_metadata(page, page_server):
     page.locator("#txt2img_lora_cards .card[data-name='ink']").click()
     expect(page.locator("#txt2img_prompt textarea")).to_have_value("a harbour <lora:ink:0.6> ink wash")
 
+    # the same pages under img2img's prompt
+    page.locator("#tabs").get_by_role("tab", name="img2img", exact=True).click()
+    page.fill("#img2img_prompt textarea", "a pier")
+    page.locator("#img2img_extra_networks").get_by_text("Extra Networks").first.click()
+    page.locator("#img2img_lora_cards .card[data-name='ink']").click()
+    expect(page.locator("#img2img_prompt textarea")).to_have_value("a pier <lora:ink:0.6> ink wash")
+    page.locator("#tabs").get_by_role("tab", name="txt2img", exact=True).click()
+
     # other pages: an empty one says where files go; a Checkpoints card selects the checkpoint in the top bar
     page.locator("#txt2img_extra_networks_page").get_by_text("Hypernetworks").click()
     expect(page.locator("#txt2img_hypernetworks_cards")).to_contain_text("Nothing here")
