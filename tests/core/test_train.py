@@ -85,13 +85,9 @@ def fixed_noise(monkeypatch):
     real = common.diffusion_loss
 
     def fixed(comp, latents, context, weight=None, generator=None):
-        # each image its own fixed draw, whatever its place in the (shuffled) batch; the batch loss is the mean
-        losses = []
-        for i in range(latents.shape[0]):
-            seed = int(hashlib.sha256(latents[i].numpy().tobytes()).hexdigest()[:8], 16)
-            losses.append(real(comp, latents[i:i + 1], context[i:i + 1], None if weight is None else weight[i:i + 1],
-                               generator=torch.Generator().manual_seed(seed)))
-        return torch.stack(losses).mean()
+        # each image its own fixed draw, whatever its place in the (shuffled) batch
+        seeds = [int(hashlib.sha256(x.numpy().tobytes()).hexdigest()[:8], 16) for x in latents]
+        return real(comp, latents, context, weight, generator=[torch.Generator().manual_seed(s) for s in seeds])
 
     monkeypatch.setattr(common, "diffusion_loss", fixed)
 

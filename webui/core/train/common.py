@@ -106,7 +106,7 @@ def vae_encoder(comp) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tens
 
 
 def diffusion_loss(comp, latents: torch.Tensor, context: torch.Tensor, weight: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | list | None = None) -> torch.Tensor:
     """LDM ``LatentDiffusion.forward`` -> ``p_losses`` as A1111's trainer calls it: a uniform random timestep per
     image, Gaussian noise, the UNet's prediction against the noise (eps models) or the velocity (v models), mean
     squared error (``l_simple_weight`` 1, ``logvar`` 0, so the loss is plain MSE); with ``weight`` (A1111's
@@ -115,8 +115,12 @@ def diffusion_loss(comp, latents: torch.Tensor, context: torch.Tensor, weight: t
     device = unet.device
     x0 = latents.to(device, torch.float32)
     acp = comp.alphas_cumprod.to(device=device, dtype=torch.float32)
-    t = torch.randint(0, acp.shape[0], (x0.shape[0],), generator=generator, device="cpu").to(device)
-    noise = torch.randn(x0.shape, generator=generator, device="cpu").to(device)
+    if isinstance(generator, (list, tuple)):  # one generator per image: its draws do not depend on its batch place
+        t = torch.cat([torch.randint(0, acp.shape[0], (1,), generator=g) for g in generator]).to(device)
+        noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in generator]).to(device)
+    else:
+        t = torch.randint(0, acp.shape[0], (x0.shape[0],), generator=generator, device="cpu").to(device)
+        noise = torch.randn(x0.shape, generator=generator, device="cpu").to(device)
     a = acp[t].sqrt().view(-1, 1, 1, 1)
     s = (1.0 - acp[t]).sqrt().view(-1, 1, 1, 1)
     noisy = a * x0 + s * noise
