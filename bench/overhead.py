@@ -2,18 +2,21 @@
 
     .venv/bin/python bench/overhead.py [--ckpt PATH] [--steps 10] [--size 256] [--runs 5]
 
-(a) loads the checkpoint with our single-file loader (diffusers modules), builds diffusers'
-StableDiffusionPipeline from those very modules with EulerDiscreteScheduler, and times ``pipe(...)``;
+(a) loads the checkpoint with our single-file loader (diffusers modules) and runs the bare minimum of a txt2img:
+the text encoder, the same k-diffusion Euler sampler function the server runs (pipelines/k_sampling.py
+``sample_euler``, on the same "Automatic" sigmas of the model's schedule) around a plain batched-CFG call of the
+diffusers UNet, and the VAE decode -- no request, no queue, no infotext, no PNG;
 (b) starts ``launch.py --nowebui`` on a free port with the same checkpoint and times the HTTP request (including
-JSON, base64 and PNG encoding). Runs alternate a, b, a, b ... so drift hits both. Prints the median times, the
-ratio b/a and the peak RSS of each process. Not a test: timing belongs in a benchmark, not an assertion.
+JSON, base64 and PNG encoding). Both sides therefore differ only by what the server adds. Runs alternate a, b, a,
+b ... so drift hits both. Prints the median times, the ratio b/a and the peak RSS of each process, both read the
+same way (the kernel's VmHWM of the process). Appends the table to bench/RESULTS.md. Without --ckpt a full-size
+random-weight SD1.5 checkpoint (bench/fullsize.py) is used. Not a test: timing belongs in a benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -34,47 +37,61 @@ def free_port() -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ckpt", help="checkpoint file (default: the demo model, written to a temp data dir)")
+    ap.add_argument("--ckpt", help="checkpoint file (default: bench/fullsize.py's SD1.5, written under --work)")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "webui-bench"))
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
 
     import httpx
-    import psutil
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-    from webui.core.models.demo_model import ensure_demo_checkpoint
+    from bench.fullsize import write_checkpoint
+    from bench.throughput import append_results, vm_hwm_mib
+    from pipelines.k_sampling import sample_euler
+    from pipelines.schedules import ModelSigmas
     from webui.core.devices import plan_devices
     from webui.core.models.loader import load_components
     from webui.core.types import CheckpointInfo
 
     data_dir = tempfile.mkdtemp(prefix="bench-")
-    ckpt = args.ckpt or ensure_demo_checkpoint(os.path.join(data_dir, "models", "Stable-diffusion"))
+    ckpt = args.ckpt or write_checkpoint("SD1", os.path.join(args.work, "models", "Stable-diffusion",
+                                                              "full-sd1.safetensors"))
     ckpt_dir = os.path.dirname(os.path.abspath(ckpt))
 
     # (a) bare diffusers on the same modules
     plan = plan_devices()
     comp = load_components(CheckpointInfo(ckpt, os.path.basename(ckpt), "bench"), plan, os.path.join(data_dir, "tok"))
     if comp.arch != "SD1" and comp.arch != "SD2":
-        print("this benchmark builds StableDiffusionPipeline; use an SD1.x/SD2.x checkpoint", file=sys.stderr)
+        print("this benchmark runs SD1.x/SD2.x checkpoints", file=sys.stderr)
         return 2
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        prediction_type=comp.prediction_type, timestep_spacing="linspace", steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=comp.vae, text_encoder=comp.text_encoder, tokenizer=comp.tokenizer, unet=comp.unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    if comp.prediction_type != "epsilon":
+        print("this benchmark's bare loop is written for epsilon-prediction models", file=sys.stderr)
+        return 2
+    model_sigmas = ModelSigmas(comp.alphas_cumprod)
+    sigmas = model_sigmas.get_sigmas(args.steps).to(plan.device)  # A1111's "Automatic" schedule for Euler
 
+    @torch.no_grad()
     def run_a():
-        g = torch.Generator(plan.device).manual_seed(1)
         t = time.perf_counter()
-        pipe("a photo of a cat", num_inference_steps=args.steps, guidance_scale=7.0, width=args.size,
-             height=args.size, generator=g)
+        ids = [comp.tokenizer(p, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+               for p in ("", "a photo of a cat")]
+        context = comp.text_encoder(torch.cat(ids).to(plan.device))[0].to(plan.dtype)
+        g = torch.Generator("cpu").manual_seed(1)
+        x = torch.randn((1, 4, args.size // 8, args.size // 8), generator=g).to(plan.device) * sigmas[0]
+
+        def model(x, sigma, **_):
+            c_in = 1 / (sigma ** 2 + 1) ** 0.5
+            t_ = model_sigmas.sigma_to_t(sigma.cpu()).to(plan.device)
+            eps = comp.unet(torch.cat([x * c_in] * 2).to(plan.dtype), torch.cat([t_] * 2).to(plan.dtype),
+                            encoder_hidden_states=context, return_dict=False)[0].float()
+            uncond, cond = eps.chunk(2)
+            return x - (uncond + (cond - uncond) * 7.0) * sigma
+
+        latents = sample_euler(model, x, sigmas, disable=True)
+        image = comp.vae.decode((latents / comp.vae.config.scaling_factor).to(comp.vae.dtype)).sample
+        ((image.float() + 1) / 2).clamp(0, 1).cpu()
         return time.perf_counter() - t
 
     # (b) the server
@@ -107,24 +124,22 @@ def main() -> int:
         for _ in range(args.runs):
             a_times.append(run_a())
             b_times.append(run_b())
-        server_rss = psutil.Process(server.pid).memory_info().rss
-        try:
-            server_peak = psutil.Process(server.pid).memory_full_info().uss
-        except psutil.Error:
-            server_peak = server_rss
+        server_peak = vm_hwm_mib(server.pid)
     finally:
         server.terminate()
         server.wait(30)
 
     a_med, b_med = statistics.median(a_times), statistics.median(b_times)
-    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"model: {os.path.basename(ckpt)} ({comp.arch}), {args.size}x{args.size}, {args.steps} steps, Euler, "
-          f"CFG 7, device {plan.description}, {args.runs} interleaved runs")
-    print(f"(a) bare diffusers pipeline: median {a_med:.3f} s  runs {[round(x, 3) for x in a_times]}")
-    print(f"(b) POST /sdapi/v1/txt2img : median {b_med:.3f} s  runs {[round(x, 3) for x in b_times]}")
-    print(f"ratio b/a: {b_med / a_med:.3f}")
-    print(f"peak RSS (a) bench process: {own_peak / 2**20:.0f} MiB; (b) server process RSS: {server_rss / 2**20:.0f} MiB "
-          f"(USS {server_peak / 2**20:.0f} MiB)")
+    lines = [
+        f"model: {os.path.basename(ckpt)} ({comp.arch}), {args.size}x{args.size}, {args.steps} steps, Euler "
+        f"(pipelines/k_sampling.py on both sides), CFG 7, device {plan.description}, {args.runs} interleaved runs",
+        f"(a) bare: text encoder + sample_euler + UNet + VAE: median {a_med:.3f} s  runs {[round(x, 3) for x in a_times]}",
+        f"(b) POST /sdapi/v1/txt2img                     : median {b_med:.3f} s  runs {[round(x, 3) for x in b_times]}",
+        f"ratio b/a: {b_med / a_med:.3f}",
+        f"peak RSS (VmHWM): (a) bench process {vm_hwm_mib():.0f} MiB; (b) server process {server_peak:.0f} MiB",
+    ]
+    print("\n".join(lines))
+    append_results("overhead.py", lines)
     return 0
 
 

@@ -60,8 +60,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Flags that A1111 v1.10.1 (or one of its built-in extensions) accepts and that we accept too but do not act on: they
-# only change things this server does not have (attention kernels, installer steps, gradio tunnels ...). Accepting
+# Flags that A1111 v1.10.1 (or one of its built-in extensions) accepts and that have no field of their own here. Most
+# change things this server does not have (installer steps, gradio tunnels ...); a few are read where they act, with
+# ``Config.extra``: the attention flags (webui/core/models/attention.py), --medvram-sdxl and --opt-channelslast
+# (webui/core/devices.py), --vae-path, --textual-inversion-templates-dir. Accepting
 # them keeps users' existing COMMANDLINE_ARGS (``--xformers --skip-torch-cuda-test`` is typical) from failing; their
 # values are kept in ``Config.extra_flags`` and reported by ``cmd_flags()`` like A1111 does.
 # (flag, argparse keyword arguments); defaults are A1111's where they are not paths under the install folder.

@@ -276,12 +276,12 @@ def test_opt_channelslast(tmp_path, models_root, default):
 def test_precision_autocast_on_cpu_uses_bfloat16(tmp_path, models_root, state, default):
     from webui.core.generation.optimizations import cpu_bf16_supported
 
-    assert state.plan.autocast is None and parse([]).precision == "autocast"
+    assert state.plan.dtype == torch.float32 and parse([]).precision == "autocast"
     st = _state_with(tmp_path, models_root, "--precision", "autocast")
     if not cpu_bf16_supported():
-        assert st.plan.autocast is None
+        assert st.plan.dtype == torch.float32
         pytest.skip("this CPU has no bfloat16 support")
-    assert st.plan.autocast == torch.bfloat16
+    assert (st.plan.dtype, st.plan.vae_dtype) == (torch.bfloat16, torch.float32)
     seen = []
     comp = st.engine.load(st.engine.resolve_checkpoint("tiny-sd15"))
     hook = comp.unet.conv_in.register_forward_hook(lambda m, a, out: seen.append(out.dtype))

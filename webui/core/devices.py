@@ -24,14 +24,10 @@ class DevicePlan:
     medvram_sdxl: bool = False  # --medvram for SDXL models only
     attention: Any = None  # webui.core.models.attention.AttentionOptions: the --opt-* / --xformers flags
     channels_last: bool = False  # --opt-channelslast
-    autocast: torch.dtype | None = None  # sampling under torch.autocast in this dtype (CPU: bfloat16)
 
     @property
     def description(self) -> str:
-        text = f"{self.device.type} ({str(self.dtype).removeprefix('torch.')}, VAE {str(self.vae_dtype).removeprefix('torch.')}"
-        if self.autocast is not None:
-            text += f", UNet autocast {str(self.autocast).removeprefix('torch.')}"
-        return text + ")"
+        return f"{self.device.type} ({str(self.dtype).removeprefix('torch.')}, VAE {str(self.vae_dtype).removeprefix('torch.')})"
 
 
 def plan_devices(
@@ -49,9 +45,11 @@ def plan_devices(
     cpu_autocast: bool = False,
 ) -> DevicePlan:
     """CUDA (or Apple MPS) when present unless ``--use-cpu all|sd``; half precision there unless ``--no-half`` or
-    ``--precision full`` (A1111's rules). The CPU keeps float32 weights: half on CPU is slow and lossy; with
-    ``cpu_autocast`` (an explicit ``--precision autocast``) the UNet runs under bfloat16 autocast where the CPU
-    supports bfloat16 (beyond A1111, which runs float32 on CPU), else float32 with a log line saying so."""
+    ``--precision full`` (A1111's rules). The CPU runs float32 (float16 on CPU is slow and lossy); with
+    ``cpu_autocast`` (an explicit ``--precision autocast``, beyond A1111, which runs float32 on CPU) the UNet and the
+    text encoders hold bfloat16 weights where the CPU computes bfloat16 natively -- the VAE stays float32, the
+    sampler's maths float32 -- else float32 with a log line saying so. bfloat16 weights rather than
+    ``torch.autocast``: autocast re-casts every weight at every step, which measured slower than float32 here."""
     cpu_modules = {m.lower() for m in (use_cpu or ())}
     force_cpu = bool(cpu_modules & {"all", "sd"})
     if not force_cpu and torch.cuda.is_available():
@@ -63,13 +61,12 @@ def plan_devices(
     full = no_half or precision == "full" or device.type == "cpu"
     dtype = torch.float32 if full else torch.float16
     vae_dtype = torch.float32 if (full or no_half_vae) else torch.float16
-    autocast = None
     if cpu_autocast and device.type == "cpu" and not no_half:
         from webui.core.generation.optimizations import cpu_bf16_supported
 
         if cpu_bf16_supported():
-            autocast = torch.bfloat16
+            dtype = torch.bfloat16
         else:
-            log.warning("--precision autocast: this CPU has no bfloat16 support; sampling in float32")
+            log.warning("--precision autocast: this CPU has no bfloat16 support; running float32")
     return DevicePlan(device=device, dtype=dtype, vae_dtype=vae_dtype, medvram=medvram, lowvram=lowvram,
-                      medvram_sdxl=medvram_sdxl, attention=attention, channels_last=channels_last, autocast=autocast)
+                      medvram_sdxl=medvram_sdxl, attention=attention, channels_last=channels_last)

@@ -6,15 +6,14 @@
 - ``--opt-channelslast``: the UNet's weights in channels-last memory format (A1111 converts at load and keeps it);
 - token merging (``token_merging_ratio``, ``_hr``, ``_img2img``) with the ``tomesd`` package, per sampling pass
   (``pass_scope``), A1111's ``apply_token_merging`` arguments, and its infotext keys;
-- ``--precision autocast`` on CPU: the UNet under ``torch.autocast("cpu", bfloat16)`` during sampling (text
-  encoders and VAE stay float32), where the CPU has bfloat16 support.
+- (``--precision autocast`` on CPU, bfloat16 weights, is the device plan's: webui/core/devices.py.)
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 import torch
 
@@ -139,7 +138,7 @@ def token_merging(unet, ratio: float) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# CPU bfloat16 autocast
+# CPU bfloat16
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -151,17 +150,8 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def autocast_scope(p):
-    """The sampling pass under ``torch.autocast`` when the device plan asks for it (CPU bfloat16), else nothing."""
-    dtype = getattr(p.services.plan, "autocast", None)
-    device = p.services.plan.device
-    if dtype is None:
-        return ExitStack()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 @contextmanager
 def pass_scope(p, comp, hr: bool = False) -> Iterator[None]:
-    """One sampling pass: token merging at this pass's ratio and the autocast of the plan."""
-    with token_merging(comp.unet, token_merging_ratio(p, for_hr=hr)), autocast_scope(p):
+    """One sampling pass: token merging at this pass's ratio."""
+    with token_merging(comp.unet, token_merging_ratio(p, for_hr=hr)):
         yield

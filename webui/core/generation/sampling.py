@@ -136,7 +136,7 @@ def sample(p, pipe, pass_plan: PassPlan, *, conds, encoder, noise, rng, seeds, i
     # A1111 reads sgm_noise_multiplier only in KDiffusionSampler.sample: k-diffusion samplers, from noise
     sgm = bool(opts.get("sgm_noise_multiplier")) and init_latent is None and pass_plan.plan.run.kind == "k"
     hr = p.hr is not None and pass_plan is not p.first_pass
-    with optimizations.pass_scope(p, pipe.components, hr=hr):  # token merging, CPU bfloat16 autocast
+    with optimizations.pass_scope(p, pipe.components, hr=hr):  # token merging at this pass's ratio
         latents = pipe(
             conds=conds,
             cfg_scale=p.request.cfg_scale,
