@@ -84,9 +84,9 @@ class StylesUi:
 
 def dropdown_row(state, form: common.Form, tab: str):
     """The Styles dropdown and its 🖌️ button, in the prompt row (A1111 ``{tab}_styles_row``)."""
-    with gr.Row(elem_id=f"{tab}_styles_row"):
+    with gr.Row(elem_id=f"{tab}_styles_row", equal_height=True):
         dropdown = form.add("styles", gr.Dropdown(label="Styles", choices=names(state), value=[], multiselect=True,
-                                                  elem_id=f"{tab}_styles", scale=6))
+                                                  elem_id=f"{tab}_styles", scale=6, min_width=100))
         edit = gr.Button(EDIT_SYMBOL, elem_id=f"{tab}_styles_edit_button", min_width=40, scale=0,
                          elem_classes=["tool"])
     return dropdown, edit
