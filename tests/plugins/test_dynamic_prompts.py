@@ -232,3 +232,11 @@ def test_combinatorial_over_the_api_sets_the_batch_count(client):
     assert info_off["all_prompts"] == [BODY["prompt"]]
     r = client.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {KEY: {"args": [True, False, 1, True]}}})
     assert r.status_code in (400, 422) and "Magic prompt" in r.text
+
+
+def test_jinja2_templates_see_the_job(wildcards):
+    p = _p("{% for c in ['red', 'blue'] %}{% prompt %}a {{ c }} cat, {{ parameters.steps }} steps{% endprompt %}"
+           "{% endfor %}", wildcards)
+    p.__dict__.update(width=64, height=64, steps=3, cfg_scale=7.0, sampler_name="Euler", sd_model=None)
+    _run(p, enable_jinja_templates=True)
+    assert p.all_prompts == ["a red cat, 3 steps", "a blue cat, 3 steps"] and p.n_iter == 2
