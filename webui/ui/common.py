@@ -136,7 +136,8 @@ def progress_html(state, task_id: str) -> str:
     pct = int(progress * 100)
     eta_text = _fmt_eta(eta)
     text = f"{pct}%" + (f" ETA: {eta_text}" if eta_text else "")
-    if tracker.textinfo:
+    # A1111 progressbar.js: a multi-line textinfo (the trainers' HTML report) is not put into the bar
+    if tracker.textinfo and "\n" not in tracker.textinfo:
         text += f" {html.escape(tracker.textinfo)}"
     return (f"<div class='webui-progress' data-status='running' data-progress='{pct}' data-task-id='{tid}'>"
             f"<div class='progress-bar' style='width:{pct}%'></div><div class='progress-text'>{text}</div></div>")
