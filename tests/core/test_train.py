@@ -359,3 +359,26 @@ def test_sd2_v_prediction_trains_and_sdxl_is_refused(state, dataset):
     assert "SD1.x and SD2.x" in str(e.value)
     with pytest.raises(common.TrainingError, match="SD1.x or SD2.x"):
         train_embedding(svc, _train_args(dataset, embedding_name="tok2", steps=5))
+
+
+def test_a_failing_hypernetwork_training_still_saves_the_layers(state, dataset, monkeypatch):
+    """A1111 saves a hypernetwork after an error in its loop (the steps done are kept); the error still reaches the
+    caller (the API puts it in its answer)."""
+    svc = training_services(state)
+    create_hypernetwork(svc, CreateHypernetworkArgs(name="hn", enable_sizes=(32,), overwrite_old=False))
+    real = common.diffusion_loss
+    calls = []
+
+    def failing(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom at the third step")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(common, "diffusion_loss", failing)
+    args = TrainHypernetworkArgs(hypernetwork_name="hn", learn_rate="0.001", batch_size=4, data_root=dataset,
+                                 training_width=SIZE, training_height=SIZE, steps=10, create_image_every=0,
+                                 save_hypernetwork_every=0, template_filename="hypernetwork.txt")
+    with pytest.raises(RuntimeError, match="boom"):
+        train_hypernetwork(svc, args)
+    assert load_hypernetwork(os.path.join(state.config.hypernetwork_dir, "hn.pt")).step == 2

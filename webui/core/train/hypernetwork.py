@@ -304,13 +304,20 @@ def train_hypernetwork(services: common.TrainingServices, args: TrainHypernetwor
                                                services.option("samples_format"))
                     loop.last_saved_image = f"{path}, prompt: {prompt}"
 
-            loop.run(counter, optimizer, weights, scheduler, clip_grad, clip_sched, loss_fn, after_step,
-                     preview if images_dir else None, "hypernetwork_loss.csv", log_directory,
-                     "Training hypernetwork")
+            try:
+                loop.run(counter, optimizer, weights, scheduler, clip_grad, clip_sched, loss_fn, after_step,
+                         preview if images_dir else None, "hypernetwork_loss.csv", log_directory,
+                         "Training hypernetwork")
+            except Exception as e:  # A1111 prints it and still saves the layers as they are (embeddings: not)
+                error = e
+            else:
+                error = None
         finally:
             train_mode(False)
             parking.restore()
         save_hypernetwork_file(filename, data(counter.step), optimizer_name,
                                optimizer.state_dict() if save_optimizer else None)
     registry.refresh()
+    if error is not None:
+        raise error
     return TrainResult(filename, counter.step, should_stop(), losses=loop.losses)
