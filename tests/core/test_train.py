@@ -378,7 +378,34 @@ def test_a_failing_hypernetwork_training_still_saves_the_layers(state, dataset, 
     monkeypatch.setattr(common, "diffusion_loss", failing)
     args = TrainHypernetworkArgs(hypernetwork_name="hn", learn_rate="0.001", batch_size=4, data_root=dataset,
                                  training_width=SIZE, training_height=SIZE, steps=10, create_image_every=0,
-                                 save_hypernetwork_every=0, template_filename="hypernetwork.txt")
+                                 save_hypernetwork_every=0, template_filename="hypernetwork.txt",
+                                 shuffle_tags=True)  # captions encoded per use (nothing cached)
     with pytest.raises(RuntimeError, match="boom"):
         train_hypernetwork(svc, args)
     assert load_hypernetwork(os.path.join(state.config.hypernetwork_dir, "hn.pt")).step == 2
+
+
+def test_shuffled_and_dropped_tags_make_new_captions_each_time(tmp_path):
+    """A1111 create_text: a template line with [name] and [filewords]; shuffle and drop-out per use."""
+    import random
+
+    from webui.core.train.dataset import PersonalizedDataset, caption_for
+
+    d = tmp_path / "ds"
+    d.mkdir()
+    Image.new("RGB", (8, 8)).save(d / "007 a, b, c, d.png")
+    path = str(d / "007 a, b, c, d.png")
+    assert caption_for(path) == "a, b, c, d"  # leading numbers removed (A1111 re_numbers_at_start)
+    assert caption_for(path, r"\w+", "+") == "a+b+c+d"  # dataset_filename_word_regex / _join_string
+
+    def encode(pixels):
+        z = torch.zeros(1, 4, 1, 1)
+        return z, z
+
+    ds = PersonalizedDataset([path], width=8, height=8, placeholder_token="tok", template_lines=["[name] of [filewords]"],
+                             encode=encode, shuffle_tags=True, tag_drop_out=0.3, rng=random.Random(1))
+    texts = {next(ds.batches()).cond_text[0] for _ in range(30)}
+    assert len(texts) > 5 and all(t.startswith("tok of ") for t in texts)
+    plain = PersonalizedDataset([path], width=8, height=8, placeholder_token="tok",
+                                template_lines=["[name] of [filewords]"], encode=encode)
+    assert {next(plain.batches()).cond_text[0] for _ in range(5)} == {"tok of a, b, c, d"}

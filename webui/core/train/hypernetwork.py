@@ -267,13 +267,18 @@ def train_hypernetwork(services: common.TrainingServices, args: TrainHypernetwor
             encoder = PromptEncoder(comp, EncoderOptions.from_settings(services.settings),
                                     width=args.training_width, height=args.training_height,
                                     embeddings=services.embeddings)
-            conds: dict[str, torch.Tensor] = {}  # A1111 include_cond: each caption encoded once
+            # A1111 include_cond: each image's caption encoded once -- unless tags are shuffled or dropped, when
+            # every use makes a new caption (then nothing is kept, or the cache would grow without end)
+            conds: dict[str, torch.Tensor] = {}
+            keep = not (args.shuffle_tags or args.tag_drop_out)
 
             def cond_for(texts: list[str]) -> torch.Tensor:
+                if not keep:
+                    return encoder(list(texts)).context
                 rows = []
                 for t in texts:
                     if t not in conds:
-                        conds[t] = encoder(["" if t is None else t]).context[0]
+                        conds[t] = encoder([t]).context[0]
                     rows.append(conds[t])
                 return torch.stack(rows)
 
