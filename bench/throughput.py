@@ -79,7 +79,9 @@ def append_results(title: str, lines: list[str]) -> None:
     path = os.path.join(ROOT, "bench", "RESULTS.md")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with open(path, "a") as f:
-        f.write(f"\n## {title} -- {stamp}\n\nMachine: {machine()}\n\n```\n" + "\n".join(lines) + "\n```\n")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        f.write(f"\n## {title} -- {stamp}\n\nMachine: {machine()}; load average at the end {load}\n\n```\n"
+                + "\n".join(lines) + "\n```\n")
 
 
 def run_one(args) -> int:

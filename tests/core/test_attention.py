@@ -16,7 +16,6 @@ from webui.core.settings import OPTIONS_BY_KEY
 from webui.core.types import GenerationRequest, HiresOptions
 from webui.state import build_state
 
-
 # -- the maths --------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("q_chunk,kv_chunk", [(1024, None), (64, 8), (7, 5), (300, 77)])

@@ -22,7 +22,6 @@ from webui.core.generation.previews import (
 )
 from webui.core.queue import ProgressTracker
 
-
 # -- A1111's TAESD decoder as madebyollin/A1111 build it (modules/sd_vae_taesd.py), to write taesd_decoder.pth in
 #    its own nn.Sequential layout and to compute the expected output independently of diffusers --------------------
 

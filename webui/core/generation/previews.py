@@ -111,8 +111,7 @@ def taesd_decoder_state_dict(sd: dict) -> dict:
     in diffusers' layout (``layers.*`` or ``decoder.layers.*``) is taken as it is."""
     out = {}
     for key, value in sd.items():
-        if key.startswith("decoder."):
-            key = key[len("decoder."):]
+        key = key.removeprefix("decoder.")
         if key.startswith("layers."):
             out[key] = value
             continue

@@ -301,7 +301,7 @@ class AttentionOptions:
     sub_quad_chunk_threshold: int | None = None
 
     @classmethod
-    def from_config(cls, config) -> "AttentionOptions":
+    def from_config(cls, config) -> AttentionOptions:
         values = {}
         for name, field_ in cls.__dataclass_fields__.items():
             value = config.extra(name) if config is not None else None
