@@ -288,9 +288,10 @@ def test_progress_comes_back_after_a_reload(page):
     task_id = running.get_attribute("data-task-id")
     assert task_id and page.evaluate("localStorage.getItem('txt2img_task_id')") == task_id
     page.reload()
-    page.wait_for_selector("#txt2img_prompt textarea")
-    expect(page.locator(f"#txt2img_progress .webui-progress[data-task-id='{task_id}']")).to_be_visible()
-    expect(page.locator("#txt2img_interrupt")).to_be_visible()
+    page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
+    # generous timeouts: on a loaded 2-core machine the reloaded page takes a while to find its task again
+    expect(page.locator(f"#txt2img_progress .webui-progress[data-task-id='{task_id}']")).to_be_visible(timeout=30_000)
+    expect(page.locator("#txt2img_interrupt")).to_be_visible(timeout=30_000)
     screenshot(page, "txt2img_progress_restored")
     page.click("#txt2img_interrupt")
     expect(page.locator("#txt2img_generate")).to_be_visible(timeout=60_000)
