@@ -202,6 +202,11 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("pad_cond_uncond_v0", False, "Pad prompt/negative prompt (v0)"),
         ("persistent_cond_cache", True, "Persistent cond cache"),
         ("batch_cond_uncond", True, "Batch cond/uncond"),
+        # FP8 weight storage (webui/core/models/fp8.py): changing either reloads the checkpoint at its next use
+        ("fp8_storage", "Disable", "FP8 weight", {"choices": ("Disable", "Enable for SDXL", "Enable"), "kind": "radio",
+         "info": "Use FP8 to store Linear/Conv layers' weight. Require pytorch>=2.1.0."}),
+        ("cache_fp16_weight", False, "Cache FP16 weight for LoRA", {
+            "info": "Cache fp16 weight when enabling FP8, will increase the quality of LoRA. Use more system ram."}),
     )
     + _opts(
         "compatibility",

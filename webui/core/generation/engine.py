@@ -67,9 +67,9 @@ class Engine:
         """A checkpoint by any of A1111's aliases; None -> the stored setting, else the first file."""
         return self.models.resolve(name)
 
-    def load(self, info: CheckpointInfo, extra_slots: int = 0) -> ModelComponents:
-        """The loaded model for ``info`` (see ModelManager.load)."""
-        return self.models.load(info, extra_slots)
+    def load(self, info: CheckpointInfo, extra_slots: int = 0, opts=None) -> ModelComponents:
+        """The loaded model for ``info`` (see ModelManager.load; ``opts``: the request's options, for FP8 weight)."""
+        return self.models.load(info, extra_slots, opts)
 
     def current_model(self) -> ModelComponents | None:
         return self.models.current()
@@ -176,7 +176,7 @@ class Engine:
             p.hr_checkpoint = self.models.named(request.hires.checkpoint, "hr_checkpoint_name", GenerationError)
         if request.refiner is not None and request.refiner.checkpoint not in ("", "None"):
             p.refiner_checkpoint = self.models.named(request.refiner.checkpoint, "refiner_checkpoint", GenerationError)
-        p.sd_model = self.load(info)
+        p.sd_model = self.load(info, opts=p.opts)
 
     def _setup_prompts(self, p: GenerationContext) -> None:
         """Styles, then comments (A1111's setup_prompts and the comments script). Extra-network tags stay in

@@ -71,7 +71,7 @@ def hires_pass(p, latents, comp, seeds, subseeds, batch_prompts):
     hires = request.hires
     upscaler = hires.upscaler or "Latent"
     target_w, target_h = hr.target_width, hr.target_height
-    hr_comp = p.services.load(p.hr_checkpoint, extra_slots=1) if p.hr_checkpoint is not None else comp
+    hr_comp = p.services.load(p.hr_checkpoint, extra_slots=1, opts=opts) if p.hr_checkpoint is not None else comp
     optimizations.use_attention(p, hr_comp)
     pipe = A1111Pipeline(hr_comp)
     if upscaler in imageops.LATENT_UPSCALE_MODES:

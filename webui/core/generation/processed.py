@@ -6,6 +6,7 @@ from __future__ import annotations
 from webui.core.generation import optimizations, tiling
 from webui.core.generation.context import A1111_VERSION
 from webui.core.io import infotext as infotext_mod
+from webui.core.models import fp8
 
 
 def create_infotext(p, index: int, comp=None) -> str:
@@ -30,6 +31,7 @@ def create_infotext(p, index: int, comp=None) -> str:
         "Size": f"{hr.width}x{hr.height}" if hr is not None else f"{request.width}x{request.height}",
         "Model hash": comp.info.shorthash if opts.get("add_model_hash_to_info") else None,
         "Model": comp.info.stem if opts.get("add_model_name_to_info") else None,
+        **fp8.infotext_params(comp, opts),  # "FP8 weight", "Cache FP16 weight for LoRA": only when the model is fp8
         "VAE hash": vae_params.get("VAE hash"),
         "VAE": vae_params.get("VAE"),
         "Variation seed": None if request.subseed_strength == 0 else p.all_subseeds[index],

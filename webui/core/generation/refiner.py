@@ -42,7 +42,7 @@ def refiner_switch(p, comp, pipe, pass_plan, prompts, negatives, width, height):
         len(run.sigmas) - 1 if run.sigmas is not None else len(run.timesteps))
 
     def build(timesteps_mode: bool):
-        ref_comp = services.load(refiner_info, extra_slots=1)
+        ref_comp = services.load(refiner_info, extra_slots=1, opts=opts)
         switch.components = ref_comp
         optimizations.use_attention(p, ref_comp)
         ref_pipe = A1111Pipeline(ref_comp)

@@ -180,7 +180,7 @@ INFOTEXT_SETTINGS: dict[str, str] = {
     "UniPC lower order final": "uni_pc_lower_order_final", "Token merging ratio": "token_merging_ratio",
     "Token merging ratio hr": "token_merging_ratio_hr", "Beta schedule alpha": "beta_dist_alpha",
     "Beta schedule beta": "beta_dist_beta", "Refiner switch by sampling steps": "refiner_switch_by_sample_steps",
-    "Tiling": "tiling",
+    "Tiling": "tiling", "FP8 weight": "fp8_storage", "Cache FP16 weight for LoRA": "cache_fp16_weight",
     # the Hypertile options' infotext names (A1111 OptionInfo(..., infotext=...))
     "Hypertile U-Net": "hypertile_enable_unet", "Hypertile U-Net second pass": "hypertile_enable_unet_secondpass",
     "Hypertile U-Net max depth": "hypertile_max_depth_unet", "Hypertile U-Net max tile size": "hypertile_max_tile_unet",

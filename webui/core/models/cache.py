@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from webui.core.models import offload
+from webui.core.models import fp8, offload
 from webui.core.models.loader import CheckpointLoadError, ModelComponents, load_components
 from webui.core.models.registry import CheckpointNotFound, CheckpointRegistry
 from webui.core.types import CheckpointInfo
@@ -39,6 +39,10 @@ class ModelCache:
         self._models[comp.info.filename] = comp
         self._models.move_to_end(comp.info.filename)
         return self.evict(max(1, limit))
+
+    def drop(self, filename: str) -> ModelComponents | None:
+        """Take one model out of the cache (its weights are stored differently from what is wanted now)."""
+        return self._models.pop(filename, None)
 
     def evict(self, limit: int) -> list[ModelComponents]:
         dropped = []
@@ -73,6 +77,7 @@ class ModelManager:
         self.ram: OrderedDict[str, ModelComponents] = OrderedDict()
         # --medvram/--lowvram: the one offloaded part on the device now (A1111 lowvram.module_in_gpu)
         self.residency = offload.Residency(plan.device)
+        self._fp8_refused = False  # the "FP8 weight not applied" line is logged once, not at every request
 
     def resolve(self, name: str | None) -> CheckpointInfo:
         """A checkpoint by any of A1111's aliases; None -> the stored setting, else the first file that has not
@@ -110,15 +115,38 @@ class ModelManager:
             )
         return self.registry.ensure_hash(info)
 
-    def load(self, info: CheckpointInfo, extra_slots: int = 0) -> ModelComponents:
+    def fp8_state(self, opts, is_sdxl: bool) -> fp8.Fp8State:
+        """How a model should be stored under ``opts`` (options fp8_storage, cache_fp16_weight): the model cache's
+        key is the file and this state. Where float8 cannot be used, off, with one log line saying why."""
+        if not fp8.wanted(opts.get("fp8_storage"), is_sdxl):
+            return fp8.OFF
+        reason = fp8.unsupported_reason(torch.device(self.plan.device))
+        if reason is not None:
+            if not self._fp8_refused:
+                log.warning("FP8 weight not applied: %s; weights keep their dtype", reason)
+                self._fp8_refused = True
+            return fp8.OFF
+        return fp8.Fp8State(enabled=True, fp16_cache=bool(opts.get("cache_fp16_weight")))
+
+    def load(self, info: CheckpointInfo, extra_slots: int = 0, opts=None) -> ModelComponents:
         """The loaded model for ``info``, loading it (and evicting beyond the limit) when needed. ``extra_slots``
         lets a second model (refiner, hires checkpoint) stay beside the first for the request, so switching back
-        and forth does not reload."""
+        and forth does not reload. ``opts`` (the request's options, default the stored ones) decide the FP8 weight
+        storage: a loaded model stored otherwise is dropped and loaded again from its file (A1111
+        reload_model_weights when check_fp8 changes: casting float8 back up would keep its rounding)."""
+        opts = self.settings if opts is None else opts
         with self._lock:
             comp = self.cache.get(info)
             if comp is not None:
-                return comp
+                if comp.fp8 == self.fp8_state(opts, comp.is_sdxl):
+                    return comp
+                log.info("FP8 weight changed: reloading %s", comp.info.title)
+                self.cache.drop(info.filename)
+                offload.uninstall(comp, self.residency)
+                del comp
             comp = self.ram.pop(info.filename, None)
+            if comp is not None and comp.fp8 != self.fp8_state(opts, comp.is_sdxl):
+                comp = None  # kept in RAM with the other storage: load the file again
             if comp is not None:
                 _move(comp, self.plan.device)
                 log.info("Model %s loaded from the RAM cache", comp.info.title)
@@ -133,6 +161,9 @@ class ModelManager:
                 log.error("Checkpoint %s could not be loaded: %s", info.filename, e)
                 raise
             self.failed.pop(info.filename, None)
+            state = self.fp8_state(opts, comp.is_sdxl)
+            if state.enabled:
+                fp8.apply(comp, state.fp16_cache)
             mode = offload.install(comp, self.plan, self.residency)
             log.info("Model %s loaded in %.1fs (%s, %s%s)", info.title, time.time() - t0, comp.arch,
                      self.plan.description, f", {mode}" if mode else "")

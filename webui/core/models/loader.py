@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from webui.core.devices import DevicePlan
+from webui.core.models.fp8 import Fp8State
 from webui.core.types import CheckpointInfo
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ModelComponents:
     tokenizer_2: Any | None = None
     alphas_cumprod: torch.Tensor = field(default_factory=lambda: sd_alphas_cumprod())
     plan: DevicePlan | None = None
+    fp8: Fp8State = field(default_factory=Fp8State)  # FP8 weight storage (option fp8_storage), see models/fp8.py
 
     @property
     def is_sdxl(self) -> bool:

@@ -851,9 +851,10 @@ class _Backups:
     def __init__(self):
         self._saved: dict[int, tuple[torch.nn.Module, torch.Tensor, torch.Tensor | None, bool]] = {}
 
-    def save(self, module: torch.nn.Module) -> None:
+    def save(self, module: torch.nn.Module) -> bool:
+        """Back ``module`` up; True when this is its first change in this application."""
         if id(module) in self._saved:
-            return
+            return False
         bias = getattr(module, "bias", None)
         self._saved[id(module)] = (
             module,
@@ -861,6 +862,7 @@ class _Backups:
             bias.detach().to("cpu", copy=True) if bias is not None else None,
             bias is None,
         )
+        return True
 
     def restore(self) -> None:
         with torch.no_grad():
@@ -874,12 +876,19 @@ class _Backups:
         self._saved.clear()
 
 
-def _patch_module(module, net_module: NetworkModule, multiplier: float, dyn_dim: int | None) -> None:
+def _patch_module(module, net_module: NetworkModule, multiplier: float, dyn_dim: int | None,
+                  first: bool = False) -> None:
     """A1111 ``network_apply_weights`` for one network on one module: the delta is computed against the module's
     current weight (so (IA)^3 and DoRA see earlier networks, as in A1111), in float32, and added in float32 before
-    casting back to the weight's dtype."""
+    casting back to the weight's dtype -- float8 too (FP8 weight: the layer-wise casting hooks compute with it in
+    the model's dtype). With option cache_fp16_weight a float8 layer carries float16 copies of its original weight
+    and bias (``fp16_weight`` / ``fp16_bias``, A1111's names): the ``first`` network on the module starts from
+    them rather than from their float8 rounding (later ones add to the current weight, so that several networks
+    add up; A1111 restarts each from the copy and keeps only the last)."""
     weight = module.weight
-    orig = weight.detach().to(torch.float32)
+    fp16_weight = getattr(module, "fp16_weight", None) if first else None
+    source = fp16_weight if fp16_weight is not None else weight.detach()
+    orig = source.to(device=weight.device, dtype=torch.float32)
     updown, ex_bias = net_module.calc_updown(orig, module, multiplier, dyn_dim)
     if orig.dim() == 4 and orig.shape[1] == 9 and updown.dim() == 4 and updown.shape[1] == 4:
         # inpainting model: zero-pad the 4-channel delta to the UNet's 9 input channels (A1111 does the same)
@@ -890,7 +899,9 @@ def _patch_module(module, net_module: NetworkModule, multiplier: float, dyn_dim:
         if bias is None:
             module.bias = torch.nn.Parameter(ex_bias.to(device=weight.device, dtype=weight.dtype), requires_grad=False)
         else:
-            bias.copy_((bias.detach().to(torch.float32) + ex_bias.reshape(bias.shape)).to(bias.dtype))
+            fp16_bias = getattr(module, "fp16_bias", None) if fp16_weight is not None else None
+            base = (fp16_bias if fp16_bias is not None else bias.detach()).to(device=bias.device, dtype=torch.float32)
+            bias.copy_((base + ex_bias.reshape(bias.shape)).to(bias.dtype))
 
 
 @contextlib.contextmanager
@@ -946,8 +957,8 @@ def _apply(components, activations, registry: LoraRegistry, result: AppliedNetwo
                     continue  # updown * 0 adds nothing: skip the work (A1111 computes and adds zeros)
                 try:
                     module = parts[comp_name].get_submodule(path)
-                    backups.save(module)
-                    _patch_module(module, net_module, multiplier, activation.dyn_dim)
+                    first = backups.save(module)
+                    _patch_module(module, net_module, multiplier, activation.dyn_dim, first)
                 except (RuntimeError, KeyError, AttributeError) as e:
                     logger.debug("Network %s layer %s.%s: %s", info.name, comp_name, path, e)
                     error_counts[activation.name] = error_counts.get(activation.name, 0) + 1

@@ -109,7 +109,7 @@ def _hires_model(p):
     checkpoint's model once it has been switched to (already loaded by the time before_hr runs)."""
     if p.hr_checkpoint is None:
         return p.sd_model
-    return p.services.load(p.hr_checkpoint, extra_slots=1)
+    return p.services.load(p.hr_checkpoint, extra_slots=1, opts=p.opts)
 
 
 def configure(p, tiler, components, width: int, height: int, enable_unet: bool) -> None:

@@ -18,8 +18,8 @@ Where we differ from A1111, on purpose:
   makes an empty grid); a non-text ``X values`` (e.g. a number) is refused (A1111 raises TypeError, a 500).
 * Cells whose size differs (the Size axis) are centred in cells of the largest size.
 * "Token merging ratio" / "Token merging ratio high-res" set their options for the cell: tomesd merges tokens
-  (webui/core/generation/optimizations.py). "FP8 mode" still parses, validates and appears in legends and
-  infotexts, but changes nothing in the image (no fp8_storage option: nothing is stored in fp8).
+  (webui/core/generation/optimizations.py). "FP8 mode" sets option fp8_storage for the cell: the checkpoint is
+  loaded again with its weights stored in float8 or not (webui/core/models/fp8.py), as A1111 reloads it.
 """
 
 from __future__ import annotations
@@ -211,16 +211,6 @@ def apply_override(field: str, boolean: bool = False):
             x = True if x.lower() == "true" else False
         p.override_settings[field] = x
 
-    return fun
-
-
-def apply_nothing_known(field: str):
-    """An axis whose A1111 option this project does not have (``fp8_storage``): parsed and shown, changes nothing."""
-
-    def fun(p, x, xs):
-        pass
-
-    fun.__doc__ = f"no {field} option in this project"
     return fun
 
 
@@ -440,7 +430,7 @@ axis_options = [
     AxisOption("Styles", str, apply_styles, choices=_style_choices),
     AxisOption("UniPC Order", int, apply_uni_pc_order, cost=0.5),
     AxisOption("Face restore", str, apply_face_restore, format_value=format_value),
-    # No token merging in this project (tomesd is not used): the options are set and nothing reads them.
+    # token merging with tomesd (webui/core/generation/optimizations.py)
     AxisOption("Token merging ratio", float, apply_override("token_merging_ratio")),
     AxisOption("Token merging ratio high-res", float, apply_override("token_merging_ratio_hr")),
     AxisOption("Always discard next-to-last sigma", str, apply_override("always_discard_next_to_last_sigma", True),
@@ -452,8 +442,8 @@ axis_options = [
     AxisOption("Refiner switch at", float, apply_field("refiner_switch_at")),
     AxisOption("RNG source", str, apply_override("randn_source"), confirm=_confirm_from(_rng_choices),
                choices=_rng_choices),
-    # A1111 sets option fp8_storage; this project has no such option (weights are never stored in fp8): no effect.
-    AxisOption("FP8 mode", str, apply_nothing_known("fp8_storage"), cost=0.9, confirm=_confirm_from(_fp8_choices),
+    # option fp8_storage for the cell: the model reloads with float8 weights or without (cost 0.9: grouped as A1111)
+    AxisOption("FP8 mode", str, apply_override("fp8_storage"), cost=0.9, confirm=_confirm_from(_fp8_choices),
                choices=_fp8_choices),
     AxisOption("Size", str, apply_size, confirm=confirm_size),
 ]
