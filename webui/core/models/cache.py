@@ -77,7 +77,7 @@ class ModelManager:
         self.ram: OrderedDict[str, ModelComponents] = OrderedDict()
         # --medvram/--lowvram: the one offloaded part on the device now (A1111 lowvram.module_in_gpu)
         self.residency = offload.Residency(plan.device)
-        self._fp8_refused = False  # the "FP8 weight not applied" line is logged once, not at every request
+        self._fp8_unsupported: tuple[str | None] | None = None  # why float8 cannot be used here, probed once
 
     def resolve(self, name: str | None) -> CheckpointInfo:
         """A checkpoint by any of A1111's aliases; None -> the stored setting, else the first file that has not
@@ -120,11 +120,11 @@ class ModelManager:
         key is the file and this state. Where float8 cannot be used, off, with one log line saying why."""
         if not fp8.wanted(opts.get("fp8_storage"), is_sdxl):
             return fp8.OFF
-        reason = fp8.unsupported_reason(torch.device(self.plan.device))
-        if reason is not None:
-            if not self._fp8_refused:
-                log.warning("FP8 weight not applied: %s; weights keep their dtype", reason)
-                self._fp8_refused = True
+        if self._fp8_unsupported is None:  # probed (and refused with one log line) at the first request for fp8
+            self._fp8_unsupported = (fp8.unsupported_reason(torch.device(self.plan.device)),)
+            if self._fp8_unsupported[0] is not None:
+                log.warning("FP8 weight not applied: %s; weights keep their dtype", self._fp8_unsupported[0])
+        if self._fp8_unsupported[0] is not None:
             return fp8.OFF
         return fp8.Fp8State(enabled=True, fp16_cache=bool(opts.get("cache_fp16_weight")))
 
