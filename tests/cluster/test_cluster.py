@@ -172,7 +172,8 @@ def test_options_go_to_every_replica_and_are_saved_once(cluster):
 def test_control_routes_reach_every_replica_and_lists_come_from_the_registry(cluster):
     saved = [_txt2img(cluster, ckpt, 77, save_images=True) for ckpt in (SD1, SD2)]
     assert [r.status_code for r in saved] == [200, 200]
-    assert saved[0].headers["X-Replica-Id"] != saved[1].headers["X-Replica-Id"]  # each checkpoint on its replica
+    # which replica takes which checkpoint is Serve's choice (a replica may hold both): only known replicas answer
+    assert {r.headers["X-Replica-Id"] for r in saved} <= {r["id"] for r in _replicas(cluster)}
     files = sorted(p.name for p in (cluster.data_dir / "outputs").rglob("*.png"))
     assert len(files) == 2 and all("-77" in name for name in files), files  # one shared folder
     answer = _txt2img(cluster, SD2, 4)

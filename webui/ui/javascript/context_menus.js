@@ -71,5 +71,9 @@
         }
         hideMenu();
     });
-    document.addEventListener("click", hideMenu);
+    // Only a user's click closes the menu: the clicks Generate forever itself sends to Generate (untrusted events)
+    // must not, or the menu vanishes under the pointer while the loop runs.
+    document.addEventListener("click", function (e) {
+        if (e.isTrusted) hideMenu();
+    });
 })();
