@@ -57,11 +57,11 @@ def to_request(values: dict[str, Any]):
 def unavailable_reason(state) -> str | None:
     """None when the extras core can run here, else why not (shown on the tab instead of a fake result)."""
     if getattr(state, "upscalers", None) is None or getattr(state, "face_restorers", None) is None:
-        return ("Extras is not available yet: the app state has no upscaler registry and face restorers "
+        return ("Extras cannot run here: the app state has no upscaler registry and face restorers "
                 "(AppState.upscalers / AppState.face_restorers).")
     try:
         import webui.core.postprocess.extras  # noqa: F401
-    except Exception as e:  # the core is being written; say so rather than fail the whole page
+    except Exception as e:  # a broken install (a missing dependency): say so on the tab rather than fail the whole page
         return f"Extras is not available: {type(e).__name__}: {e}"
     return None
 

@@ -56,7 +56,7 @@ def unavailable_reason() -> str | None:
     try:
         from webui.core.models.merge import merge_checkpoints  # noqa: F401
     except Exception as e:
-        return f"Checkpoint Merger is not available yet: {type(e).__name__}: {e}"
+        return f"Checkpoint Merger cannot run here: {type(e).__name__}: {e}"
     return None
 
 
