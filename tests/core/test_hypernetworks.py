@@ -377,3 +377,24 @@ def test_layers_follow_the_unet_dtype(sd1, tmp_path):
     assert torch.allclose(out.float(), reference_hn, atol=1e-4) and torch.allclose(plain.float(), reference, atol=1e-4)
     assert hn.layers_for(torch.device("cpu"), torch.float64)[width][0].linear[0].weight.dtype == torch.float64
     assert hn.layers[width][0].linear[0].weight.dtype == torch.float32  # the loaded originals stay as read
+
+
+def test_layers_go_to_the_compute_device_not_where_an_offloaded_unet_rests(sd1, tmp_path, monkeypatch):
+    """Under --medvram/--lowvram the UNet rests on the CPU between calls: the caller names the device the UNet
+    computes on (the plan's), and the layers are made there, not on ``unet.device``."""
+    unet = sd1.unet
+    width = unet.config.cross_attention_dim
+    hn = load_hypernetwork(write_tiny_hypernetwork(str(tmp_path / "hn.pt"), sizes=(width,), seed=5))
+    asked = []
+    real = type(hn).layers_for
+
+    def spy(self, device, dtype):
+        asked.append(torch.device(device))
+        return real(self, torch.device("cpu"), dtype)  # this machine has only the CPU to build them on
+
+    monkeypatch.setattr(type(hn), "layers_for", spy)
+    with apply_hypernetworks(unet, [(hn, 1.0)], device=torch.device("meta")):
+        pass
+    with apply_hypernetworks(unet, [(hn, 1.0)]):
+        pass
+    assert asked == [torch.device("meta"), unet.device]

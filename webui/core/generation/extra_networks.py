@@ -86,7 +86,7 @@ def activate_networks(p, scope, comp, network_data: dict) -> None:
             except hn_mod.HypernetworkLoadError as e:
                 comments.append(str(e))  # A1111 logs a failed file and goes on without it
         if loaded:
-            scope.enter_context(hn_mod.apply_hypernetworks(comp.unet, loaded))
+            scope.enter_context(hn_mod.apply_hypernetworks(comp.unet, loaded, device=comp.plan.device))
     unknown = sorted(set(network_data) - {"lora", "lyco", "hypernet"})
     if unknown:
         # A1111 logs "Skipping unknown extra network" for tags no extension handles

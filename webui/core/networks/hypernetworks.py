@@ -451,19 +451,20 @@ def _context_width(attn: torch.nn.Module) -> int | None:
 
 @contextmanager
 def apply_hypernetworks(
-    unet: torch.nn.Module, activations: Sequence[tuple[Hypernetwork, float]]
+    unet: torch.nn.Module, activations: Sequence[tuple[Hypernetwork, float]], device: torch.device | None = None
 ) -> Iterator[None]:
     """Run ``unet`` with these hypernetworks (each with its ``<hypernet:name:multiplier>``) inside the block.
 
     Every attention module whose context width (``to_k``'s input: the text width for cross-attention, the block's
     channels for self-attention) has layers in some active hypernetwork gets a ``HypernetworkAttnProcessor`` around
     its current processor; on leaving -- also by an exception -- each module gets back the very processor object it
-    had. The hypernetwork layers run on the UNet's device in its dtype.
+    had. The hypernetwork layers run in the UNet's dtype on ``device``, the device the UNet computes on: under
+    --medvram/--lowvram the UNet rests on the CPU between calls, so ``unet.device`` is not that device.
     """
     if not activations:
         yield
         return
-    device, dtype = unet.device, unet.dtype
+    device, dtype = (device if device is not None else unet.device), unet.dtype
     layers = [(hypernetwork.layers_for(device, dtype), multiplier) for hypernetwork, multiplier in activations]
     with apply_hypernetwork_layers(unet, layers):
         yield
