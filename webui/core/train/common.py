@@ -208,6 +208,28 @@ def clip_grad_function(mode: str):
     return {"value": torch.nn.utils.clip_grad_value_, "norm": torch.nn.utils.clip_grad_norm_}.get(mode)
 
 
+ALREADY_TRAINED = "Model has already been trained beyond specified max steps"
+
+
+def begin_training(progress, job: str, textinfo: str, args, initial_step: int):
+    """The start both of A1111's trainers share: the queue's tracker set up for ``job`` (job_count = steps), then
+    either A1111's "already trained" message (returned as ``(None, message)`` when ``initial_step`` has reached
+    ``args.steps``) or the learning-rate schedule, the clipping function and its schedule (``None`` when
+    clipping is off) as ``((scheduler, clip_grad, clip_sched), None)``."""
+    if progress is not None:
+        progress.job = job
+        progress.textinfo = textinfo
+        progress.job_count = args.steps
+    if initial_step >= args.steps:
+        if progress is not None:
+            progress.textinfo = ALREADY_TRAINED
+        return None, ALREADY_TRAINED
+    scheduler = scheduler_for("learn_rate", args.learn_rate, args.steps, initial_step)
+    clip_grad = clip_grad_function(args.clip_grad_mode)
+    clip_sched = scheduler_for("clip_grad_value", args.clip_grad_value, args.steps, initial_step) if clip_grad else None
+    return (scheduler, clip_grad, clip_sched), None
+
+
 def preview_request(args, batch_prompt: str):
     """A1111's preview ``StableDiffusionProcessingTxt2Img``: the txt2img-like preview settings when asked, else the
     batch's first prompt at the training size with 20 steps (A1111's processing defaults otherwise: seed -1, CFG 7,

@@ -168,20 +168,11 @@ def train_hypernetwork(services: common.TrainingServices, args: TrainHypernetwor
     for d in (hypernetwork_dir, images_dir):
         if d:
             os.makedirs(d, exist_ok=True)
-    if progress is not None:
-        progress.job = "train-hypernetwork"
-        progress.textinfo = "Initializing hypernetwork training..."
-        progress.job_count = args.steps
     initial_step = int(hn.step or 0)
-    if initial_step >= args.steps:
-        if progress is not None:
-            progress.textinfo = "Model has already been trained beyond specified max steps"
-        return TrainResult(filename, initial_step, False, "Model has already been trained beyond specified max steps")
-
-    scheduler = common.scheduler_for("learn_rate", args.learn_rate, args.steps, initial_step)
-    clip_grad = common.clip_grad_function(args.clip_grad_mode)
-    clip_sched = (common.scheduler_for("clip_grad_value", args.clip_grad_value, args.steps, initial_step)
-                  if clip_grad else None)
+    schedules, done = common.begin_training(progress, "train-hypernetwork", "Initializing hypernetwork training...", args, initial_step)
+    if schedules is None:
+        return TrainResult(filename, initial_step, False, done)
+    scheduler, clip_grad, clip_sched = schedules
     checkpoint = comp.info
     device = comp.unet.device
     layers = {size: tuple(m.to(device=device, dtype=torch.float32) for m in pair) for size, pair in hn.layers.items()}

@@ -137,20 +137,11 @@ def train_embedding(services: common.TrainingServices, args: TrainEmbeddingArgs,
         if d:
             os.makedirs(d, exist_ok=True)
 
-    if progress is not None:
-        progress.job = "train-embedding"
-        progress.textinfo = "Initializing textual inversion training..."
-        progress.job_count = args.steps
     initial_step = int(current.step or 0)
-    if initial_step >= args.steps:
-        if progress is not None:
-            progress.textinfo = "Model has already been trained beyond specified max steps"
-        return TrainResult(filename, initial_step, False, "Model has already been trained beyond specified max steps")
-
-    scheduler = common.scheduler_for("learn_rate", args.learn_rate, args.steps, initial_step)
-    clip_grad = common.clip_grad_function(args.clip_grad_mode)
-    clip_sched = (common.scheduler_for("clip_grad_value", args.clip_grad_value, args.steps, initial_step)
-                  if clip_grad else None)
+    schedules, done = common.begin_training(progress, "train-embedding", "Initializing textual inversion training...", args, initial_step)
+    if schedules is None:
+        return TrainResult(filename, initial_step, False, done)
+    scheduler, clip_grad, clip_sched = schedules
     checkpoint = comp.info
 
     vec = current.vec.detach().clone().float().to(comp.text_encoder.device).requires_grad_(True)
