@@ -52,6 +52,7 @@ class AppState:
     scripts_img2img: Any = None  # ... of the img2img tab
     upscalers: Any = None  # webui.core.postprocess.upscalers.UpscalerRegistry
     face_restorers: Any = None  # webui.core.postprocess.face_restore.FaceRestorers
+    interrogators: Any = None  # webui.core.interrogate.Interrogators: CLIP (BLIP + CLIP) and DeepDanbooru
     extensions: Any = None  # webui.plugins.extensions.ExtensionSet: extensions/ and extensions-builtin/ (issue 15)
     compat: Any = None  # webui.compat.runtime.CompatRuntime: what A1111 extensions registered (callbacks), when loaded
     demo_notice: str | None = None
@@ -117,6 +118,7 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
     scripts_txt2img, scripts_img2img = register_builtin_plugins(plugins, config, settings, plan)
     from webui.core.postprocess.face_restore import FaceRestorers
     from webui.core.postprocess.upscalers import UpscalerRegistry
+    from webui.core.interrogate import Interrogators
 
     upscalers = UpscalerRegistry.from_config(config, plan)
     face_restorers = FaceRestorers.from_config(config, plan)
@@ -140,6 +142,7 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         queue=JobQueue(), plan=plan, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
         styles=styles, plugins=plugins, scripts_txt2img=scripts_txt2img, scripts_img2img=scripts_img2img,
         upscalers=upscalers, face_restorers=face_restorers,
+        interrogators=Interrogators.from_config(config, plan, settings),
         extra_networks=Catalog(registry=registry, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
                                options=settings.get),
         demo_notice=demo_notice,

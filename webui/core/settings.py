@@ -324,6 +324,22 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("sd_checkpoint_hash", "", "SHA256 hash of the current checkpoint"),
     )
     + _opts(
+        # A1111 1.10's "Interrogate" section (shared_options.py): the clip (BLIP + CLIP) and deepdanbooru interrogators
+        "interrogate",
+        ("interrogate_keep_models_in_memory", False, "Keep models in VRAM"),
+        ("interrogate_return_ranks", False, "Include ranks of model tags matches in results.", {"info": "booru only"}),
+        ("interrogate_clip_num_beams", 1, "BLIP: num_beams", {"minimum": 1, "maximum": 16, "step": 1}),
+        ("interrogate_clip_min_length", 24, "BLIP: minimum description length", {"minimum": 1, "maximum": 128, "step": 1}),
+        ("interrogate_clip_max_length", 48, "BLIP: maximum description length", {"minimum": 1, "maximum": 256, "step": 1}),
+        ("interrogate_clip_dict_limit", 1500, "CLIP: maximum number of lines in text file", {"info": "0 = No limit"}),
+        ("interrogate_clip_skip_categories", [], "CLIP: skip inquire categories"),
+        ("interrogate_deepbooru_score_threshold", 0.5, "deepbooru: score threshold", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+        ("deepbooru_sort_alpha", True, "deepbooru: sort tags alphabetically", {"info": "if not: sort by score"}),
+        ("deepbooru_use_spaces", True, "deepbooru: use spaces in tags", {"info": "if not: use underscores"}),
+        ("deepbooru_escape", True, "deepbooru: escape (\\) brackets", {"info": "so they are used as literal brackets and not for emphasis"}),
+        ("deepbooru_filter_tags", "", "deepbooru: filter out those tags", {"info": "separate by comma"}),
+    )
+    + _opts(
         "training",
         ("unload_models_when_training", False, "Move VAE and CLIP to RAM when training if possible."),
         ("save_optimizer_state", False, "Saves Optimizer state as separate *.optim file. Training of embedding or HN can be resumed with the matching optim file."),

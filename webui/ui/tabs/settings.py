@@ -39,6 +39,7 @@ SECTION_TITLES = {
     "system": "System",
     "api": "API",
     "training": "Training",
+    "interrogate": "Interrogate",
     "postprocessing": "Postprocessing",
     "hypertile": "Hypertile",
     "settings_in_ui": "Settings in UI",
