@@ -122,6 +122,7 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
 
     upscalers = UpscalerRegistry.from_config(config, plan)
     face_restorers = FaceRestorers.from_config(config, plan)
+    interrogators = Interrogators.from_config(config, plan, settings)
     engine = Engine(
         settings=settings,
         registry=registry,
@@ -136,13 +137,14 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         upscalers=upscalers,
         face_restorers=face_restorers,
         plugins=plugins,
+        interrogators=interrogators,
     )
     state = AppState(
         config=config, settings=settings, registry=registry, vae_registry=vae_registry, engine=engine,
         queue=JobQueue(), plan=plan, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
         styles=styles, plugins=plugins, scripts_txt2img=scripts_txt2img, scripts_img2img=scripts_img2img,
         upscalers=upscalers, face_restorers=face_restorers,
-        interrogators=Interrogators.from_config(config, plan, settings),
+        interrogators=interrogators,
         extra_networks=Catalog(registry=registry, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,
                                options=settings.get),
         demo_notice=demo_notice,

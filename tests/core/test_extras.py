@@ -338,7 +338,9 @@ def test_infotext_format():
 
 
 def test_operation_order_option():
-    training = ["Split oversized images", "Auto focal point crop", "Auto-sized crop", "Create flipped copies"]
+    # Caption and Split oversized images share order 4000: A1111 then sorts by name
+    training = ["Caption", "Split oversized images", "Auto focal point crop", "Auto-sized crop",
+                "Create flipped copies"]
     assert operation_order() == ["Upscale", "GFPGAN", "CodeFormer", *training]
     assert operation_order({"postprocessing_operation_order": ["CodeFormer", "Upscale"]}) == [
         "CodeFormer", "Upscale", "GFPGAN", *training]

@@ -94,4 +94,4 @@ def test_extras_tab_maps_the_training_sections():
         True, 0.0, 0.15, True)
     assert (opts.autosized_enabled, opts.autosized_objective, opts.autosized_mindim) == (True, "Minimize error", 384)
     assert opts.flip_enabled and opts.flip_options == ("Vertical", "Both")
-    assert tab.to_request({}) == ExtrasOptions(upscaling_resize=2.0, flip_options=())
+    assert tab.to_request({}) == ExtrasOptions(upscaling_resize=2.0, flip_options=(), caption_options=())

@@ -23,6 +23,7 @@ from webui.core.controlnet.errors import ControlNetError
 from webui.core.networks.vae import VaeLoadError
 from webui.plugins.scripts import ScriptError
 from webui.core.postprocess.face_restore import FaceRestoreUnavailable, UnknownFaceRestorer
+from webui.core.interrogate import InterrogatorUnavailable
 from webui.core.postprocess.upscalers import UpscalerLoadError, UpscalerNotFound
 from webui.core.models.registry import CheckpointNotFound
 from webui.core.options import FrozenOption, OptionError
@@ -65,7 +66,7 @@ def _status_for(exc: Exception) -> int:
     if isinstance(exc, (CheckpointLoadError, ControlNetError, ScriptError, VaeLoadError, TrainingError)):
         return 422
     if isinstance(exc, (GenerationError, UnknownOption, InvalidImage, InvalidImageFormat, FaceRestoreUnavailable,
-                        UnknownFaceRestorer, UpscalerNotFound, UpscalerLoadError)):
+                        UnknownFaceRestorer, UpscalerNotFound, UpscalerLoadError, InterrogatorUnavailable)):
         return 400
     return 500
 

@@ -1,7 +1,6 @@
 """The API route table: path, method, handler, response model. One place. Every route is guarded by --api-auth.
 
-A1111 v1.10.1's ``modules/api/api.py`` routes whose feature exists here; routes of features not built yet
-(interrogate) are absent (404) until their code lands. ``/sdapi/v1/version`` is absent on purpose:
+A1111 v1.10.1's ``modules/api/api.py`` routes, all of them. ``/sdapi/v1/version`` is absent on purpose:
 clients tell A1111 from SD.Next by it. The ``/internal/*`` routes exist in UI mode only, as in A1111.
 """
 
@@ -16,7 +15,7 @@ from fastapi import Depends, FastAPI
 
 from webui.api import models as m
 from webui.api.auth import make_auth_dependency
-from webui.api.handlers import extras, generation, info, models, networks, options, progress, server, train
+from webui.api.handlers import extras, generation, info, interrogate, models, networks, options, progress, server, train
 from webui.config import Config
 
 
@@ -45,6 +44,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/sdapi/v1/txt2img", "POST", generation.txt2img, m.TextToImageResponse),
     Route("/sdapi/v1/img2img", "POST", generation.img2img, m.ImageToImageResponse),
     Route("/sdapi/v1/png-info", "POST", info.png_info, m.PNGInfoResponse),
+    # A1111 declares no response model; the body it returns is exactly InterrogateResponse's
+    Route("/sdapi/v1/interrogate", "POST", interrogate.interrogate, interrogate.InterrogateResponse),
     Route("/sdapi/v1/progress", "GET", progress.progress, m.ProgressResponse | m.TaskProgressResponse),
     Route("/sdapi/v1/interrupt", "POST", progress.interrupt, m.EmptyResponse),
     Route("/sdapi/v1/skip", "POST", progress.skip, Null),

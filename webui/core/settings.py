@@ -324,6 +324,17 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("sd_checkpoint_hash", "", "SHA256 hash of the current checkpoint"),
     )
     + _opts(
+        # A1111 1.10's "Postprocessing" section (the ones this server acts on; postprocessing_enable_in_main_ui and
+        # upscaling_max_images_in_cache are not listed: there is no postprocessing in the generation tabs here)
+        "postprocessing",
+        ("postprocessing_disable_in_extras", [], "Disable postprocessing operations in extras tab"),
+        ("postprocessing_operation_order", [], "Postprocessing operation order"),
+        ("postprocessing_existing_caption_action", "Ignore", "Action for existing captions",
+         {"choices": ("Ignore", "Keep", "Prepend", "Append"),
+          "info": "when generating captions using postprocessing; Ignore = use generated; Keep = use original; "
+                  "Prepend/Append = combine both"}),
+    )
+    + _opts(
         # A1111 1.10's "Interrogate" section (shared_options.py): the clip (BLIP + CLIP) and deepdanbooru interrogators
         "interrogate",
         ("interrogate_keep_models_in_memory", False, "Keep models in VRAM"),

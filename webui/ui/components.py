@@ -135,6 +135,8 @@ class Toprow:
     negative_token_counter: Any
     task_id: Any
     styles_dialog: Any = None  # webui.ui.styles.StylesUi
+    interrogate: Any = None  # img2img only: "Interrogate CLIP" (A1111 elem_id "interrogate")
+    deepbooru: Any = None  # img2img only: "Interrogate DeepBooru" (A1111 elem_id "deepbooru")
 
 
 def toprow(state, form: common.Form, tab: str) -> Toprow:
@@ -159,11 +161,16 @@ def toprow(state, form: common.Form, tab: str) -> Toprow:
                 clear = gr.Button("🗑️", elem_id=f"{tab}_clear_prompt", min_width=40, scale=0, elem_classes=["tool"])
                 apply_styles = gr.Button("📋", elem_id=f"{tab}_style_apply", min_width=40, scale=0,
                                          elem_classes=["tool"])
+            interrogate = deepbooru = None
+            if tab == "img2img":  # A1111's interrogate column: the prompt from the image of the selected sub-tab
+                with gr.Row(elem_id=f"{tab}_interrogate_container", elem_classes=["interrogate-col"]):
+                    interrogate = gr.Button("Interrogate CLIP", elem_id="interrogate", min_width=80)
+                    deepbooru = gr.Button("Interrogate DeepBooru", elem_id="deepbooru", min_width=80)
             styles, edit_styles = ui_styles.dropdown_row(state, form, tab)
     styles_dialog = ui_styles.dialog(state, tab, styles, edit_styles, prompt, negative)
     task_id = gr.Textbox(visible=False, elem_id=f"{tab}_task_id")
     row = Toprow(prompt, negative, styles, generate, interrupt, skip, paste, clear, apply_styles, token_counter,
-                 negative_counter, task_id, styles_dialog)
+                 negative_counter, task_id, styles_dialog, interrogate, deepbooru)
 
     apply_styles.click(lambda p, n, s: ui_styles.materialize(state, p, n, s), [prompt, negative, styles],
                        [prompt, negative, styles], show_progress="hidden")

@@ -36,7 +36,8 @@ class EnginePaths:
 class Engine:
     def __init__(self, *, settings: Settings, registry: CheckpointRegistry, plan, paths: EnginePaths,
                  vae_registry=None, loras=None, embeddings=None, hypernetworks=None, styles=None,
-                 vae_path: str | None = None, upscalers=None, face_restorers=None, plugins=None):
+                 vae_path: str | None = None, upscalers=None, face_restorers=None, plugins=None,
+                 interrogators=None):
         """The optional collaborators are the model-folder databases of AppState (VaeRegistry, LoraRegistry,
         EmbeddingDatabase, HypernetworkRegistry, StyleDatabase, upscalers, face restorers); a missing one turns its
         feature off. ``plugins`` (webui.plugins.manager.PluginManager) receives the generation hooks."""
@@ -50,6 +51,7 @@ class Engine:
         self.vae_path = vae_path  # --vae-path: wins over the sd_vae option, as in A1111
         self.upscalers = upscalers  # pixel upscalers for the hires pass (webui.core.postprocess); None: Lanczos/Nearest
         self.face_restorers = face_restorers  # webui.core.postprocess.face_restore.FaceRestorers; None: refused
+        self.interrogators = interrogators  # webui.core.interrogate.Interrogators (Loopback's interrogation); None: refused
         self.loras = loras
         self.embeddings = embeddings
         self.hypernetworks = hypernetworks

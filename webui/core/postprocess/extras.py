@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 
 #: A1111's postprocessing scripts and their ``order`` (the order they run in unless option
 #: postprocessing_operation_order says otherwise).
-POSTPROCESSING_ORDER = (("Upscale", 1000), ("GFPGAN", 2000), ("CodeFormer", 3000), ("Split oversized images", 4000),
-                        ("Auto focal point crop", 4010), ("Auto-sized crop", 4020), ("Create flipped copies", 4030))
+POSTPROCESSING_ORDER = (("Upscale", 1000), ("GFPGAN", 2000), ("CodeFormer", 3000), ("Caption", 4000),
+                        ("Split oversized images", 4000), ("Auto focal point crop", 4010), ("Auto-sized crop", 4020),
+                        ("Create flipped copies", 4030))
+#: A1111 "Caption" (scripts/postprocessing_caption.py): its choices -> the interrogate model names
+CAPTION_OPTIONS = {"Deepbooru": "deepdanbooru", "BLIP": "blip"}
 
 #: Image file types read from a batch folder (A1111 shared.listfiles takes every file and skips what PIL cannot read).
 EXTRAS_SINGLE, EXTRAS_BATCH, EXTRAS_DIRECTORY = 0, 1, 2
@@ -91,6 +94,8 @@ class ExtrasOptions:
     autosized_threshold: float = 0.1
     flip_enabled: bool = False
     flip_options: tuple = ("Horizontal",)
+    caption_enabled: bool = False
+    caption_options: tuple = ("Deepbooru",)
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,7 @@ class PostprocessedImage:
     nametags: list[str] = field(default_factory=list)
     disable_processing: bool = False
     extra_images: list = field(default_factory=list)
+    caption: str | None = None  # the Caption step's text, written to NAME.txt beside the saved image
 
     def create_copy(self, image: Image.Image, nametags: list[str] | None = None,
                     disable_processing: bool = False) -> "PostprocessedImage":
@@ -269,11 +275,27 @@ def target_size(image: Image.Image, opts: ExtrasOptions) -> tuple[int, int]:
     return limit_size_by_one_dimention(w, h, opts.max_side_length)
 
 
-def _training_op(name: str, pp: PostprocessedImage, opts: ExtrasOptions, target: tuple[int, int], detector) -> None:
+def _training_op(name: str, pp: PostprocessedImage, opts: ExtrasOptions, target: tuple[int, int], detector,
+                 interrogators=None) -> None:
     from webui.core.postprocess import training_prep as tp
 
     width, height = target
-    if name == "Split oversized images" and opts.split_enabled:
+    if name == "Caption" and opts.caption_enabled:
+        # A1111 postprocessing_caption: DeepBooru tags, then the BLIP caption alone (its generate_caption, not the
+        # CLIP ranking), joined to any caption so far; copies made later (split tiles, flips) start without one
+        unknown = [o for o in opts.caption_options if o not in CAPTION_OPTIONS]
+        if unknown:
+            raise ExtrasInputError(f"Caption: unknown option(s) {', '.join(map(repr, unknown))}; choices: "
+                                   f"{', '.join(CAPTION_OPTIONS)}")
+        if interrogators is None:
+            raise ExtrasInputError("Caption: this run has no interrogators")
+        captions = [pp.caption]
+        if "Deepbooru" in opts.caption_options:
+            captions.append(interrogators.deepbooru().tag(pp.image))
+        if "BLIP" in opts.caption_options:
+            captions.append(interrogators.clip().generate_caption(pp.image.convert("RGB")))
+        pp.caption = ", ".join(x for x in captions if x)
+    elif name == "Split oversized images" and opts.split_enabled:
         tiles = tp.split_oversized(pp.image, width, height, opts.split_threshold, opts.split_overlap_ratio)
         if tiles:
             pp.image = tiles[0]
@@ -306,6 +328,7 @@ def postprocess_all(
     should_stop: Callable[[], bool] | None = None,
     models_dir: str | None = None,
     comments: list[str] | None = None,
+    interrogators: Any = None,
 ) -> list[PostprocessedImage]:
     """A1111 ``ScriptPostprocessingRunner.run``: each operation in order over every image so far (the split tiles and
     flipped copies made by one operation go through the later ones); the first item is the input's own result."""
@@ -332,7 +355,7 @@ def postprocess_all(
                 elif name == "CodeFormer":
                     pp.image = apply_codeformer(pp.image, pp.info, opts, restorers, settings)
                 else:
-                    _training_op(name, pp, opts, target, detector)
+                    _training_op(name, pp, opts, target, detector, interrogators)
             for extra in pp.extra_images:
                 all_images.append(extra if isinstance(extra, PostprocessedImage) else pp.create_copy(extra))
             pp.extra_images = []
@@ -409,6 +432,34 @@ def save_extras_image(image: Image.Image, outdir: str, infotext: str, existing_i
     return fullfn
 
 
+def write_caption(image_path: str, caption: str, action: str = "Ignore") -> str | None:
+    """A1111 run_postprocessing's caption file: NAME.txt beside the saved image. Option
+    postprocessing_existing_caption_action decides what happens to a caption file already there: Ignore (replace it),
+    Keep (leave it), Prepend (old text first) or Append (old text last), joined by a space. Returns the path written,
+    or None when the result is empty."""
+    caption_filename = os.path.splitext(image_path)[0] + ".txt"
+    existing = ""
+    try:
+        with open(caption_filename, encoding="utf8") as f:
+            existing = f.read().strip()
+    except FileNotFoundError:
+        pass
+    if action == "Prepend" and existing:
+        text = f"{existing} {caption}"
+    elif action == "Append" and existing:
+        text = f"{caption} {existing}"
+    elif action == "Keep" and existing:
+        text = existing
+    else:
+        text = caption
+    text = text.strip()
+    if not text:
+        return None
+    with open(caption_filename, "w", encoding="utf8") as f:
+        f.write(text)
+    return caption_filename
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # running
 
@@ -434,6 +485,7 @@ def run_postprocessing(
     show_results: bool = True,
     progress: Any = None,
     models_dir: str | None = None,
+    interrogators: Any = None,
 ) -> ExtrasResult:
     """A1111 postprocessing.run_postprocessing over ``sources`` ((image or path, name) pairs).
 
@@ -476,7 +528,8 @@ def run_postprocessing(
             existing_pnginfo["parameters"] = parameters
 
         results = postprocess_all(image_data, opts, upscalers=upscalers, restorers=restorers, settings=settings,
-                                  should_stop=should_stop, models_dir=models_dir, comments=comments)
+                                  should_stop=should_stop, models_dir=models_dir, comments=comments,
+                                  interrogators=interrogators)
         if progress is not None and progress.skipped:
             continue
         for number, pp in enumerate(results):
@@ -507,6 +560,9 @@ def run_postprocessing(
                     basename, forced = "", None
                 path = save_extras_image(result, outdir, infotext, chunks, settings=settings, basename=basename,
                                          forced_filename=forced, suffix=suffix)
+                if pp.caption:
+                    write_caption(path, pp.caption, read_option(settings, "postprocessing_existing_caption_action",
+                                                                "Ignore"))
             processed.append(ExtrasImage(result, infotext, name, path))
             if show_results:
                 outputs.append(result)
@@ -529,6 +585,7 @@ def run_extras(
     hide_ui_dir_config: bool = False,
     progress: Any = None,
     models_dir: str | None = None,
+    interrogators: Any = None,
 ) -> ExtrasResult:
     """A1111 postprocessing.run_extras / run_postprocessing's input modes.
 
@@ -559,4 +616,4 @@ def run_extras(
     show = extras_mode != EXTRAS_DIRECTORY or opts.show_extras_results
     return run_postprocessing(sources, opts, upscalers=upscalers, restorers=restorers, settings=settings,
                               outdir=outpath, save_output=save_output, show_results=show, progress=progress,
-                              models_dir=models_dir or os.path.join(data_dir, "models"))
+                              models_dir=models_dir or os.path.join(data_dir, "models"), interrogators=interrogators)

@@ -51,6 +51,8 @@ def to_request(values: dict[str, Any]):
         autosized_threshold=float(values.get("autosized_threshold", 0.1)),
         flip_enabled=bool(values.get("flip_enabled")),
         flip_options=tuple(values.get("flip_options") or ()),
+        caption_enabled=bool(values.get("caption_enabled")),
+        caption_options=tuple(values.get("caption_options") or ()),
     )
 
 
@@ -150,7 +152,7 @@ def build(state) -> c.TabUi:
                     int(named.get("extras_mode") or 0), opts, upscalers=upscalers_, restorers=restorers,
                     settings=state.settings, data_dir=state.config.data_dir,
                     hide_ui_dir_config=state.config.hide_ui_dir_config, progress=p,
-                    models_dir=state.config.models_dir, **inputs))
+                    models_dir=state.config.models_dir, interrogators=state.interrogators, **inputs))
             except Exception as e:
                 yield {progress: "", html_log: common.error_html(e)}
                 return
@@ -190,6 +192,14 @@ def _training_sections(form, state) -> None:
     Upscale section's target size."""
     from webui.core.postprocess.training_prep import face_detector
 
+    # A1111 orders these by (order, name): Caption (4000) comes before Split oversized images (4000)
+    with gr.Accordion("Caption", open=False, elem_id="extras_caption"):
+        form.add("caption_enabled", gr.Checkbox(label="Caption", value=False, elem_id="extras_caption_enabled"))
+        form.add("caption_options", gr.CheckboxGroup(value=["Deepbooru"], choices=["Deepbooru", "BLIP"],
+                                                     show_label=False, elem_id="postprocess_caption_options"))
+        gr.Markdown("Writes NAME.txt beside each saved image (Settings > Postprocessing > Action for existing "
+                    "captions). Deepbooru needs models/torch_deepdanbooru/model-resnet_custom_v3.pt, BLIP "
+                    "models/BLIP/model_base_caption_capfilt_large.pth.")
     with gr.Accordion("Split oversized images", open=False, elem_id="extras_split_oversized"):
         form.add("split_enabled", gr.Checkbox(label="Split oversized images", value=False,
                                               elem_id="extras_split_enabled"))

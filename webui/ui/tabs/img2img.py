@@ -176,6 +176,79 @@ def batch_requests(values: dict[str, Any], plugins=None, runner=None) -> list[Ge
     return requests
 
 
+def interrogate_image(values: dict[str, Any]) -> Any:
+    """The image the interrogate buttons describe: the selected sub-tab's picture as A1111's ``process_interrogate``
+    takes it (img2img, Sketch with its strokes, Inpaint's picture without the mask, Inpaint sketch with its strokes,
+    Inpaint upload's picture), as RGB."""
+    mode = int(values.get("mode") or 0)
+    if mode == 0:
+        image = common.open_image(values.get("init_img"))
+    elif mode in (1, 3):
+        background, _, composite = _editor_parts(values.get("sketch" if mode == 1 else "inpaint_color_sketch"))
+        image = composite or background
+    elif mode == 2:
+        image, _, _ = _editor_parts(values.get("init_img_with_mask"))
+    elif mode == 4:
+        image = common.open_image(values.get("init_img_inpaint"))
+    else:
+        raise Img2ImgInputError("Batch interrogates the input folder; use interrogate_batch")
+    if image is None:
+        raise Img2ImgInputError(f"{MODES[mode]}: no image is selected; upload or paste one first")
+    return image.convert("RGB")
+
+
+def interrogate_batch(interrogate, values: dict[str, Any]) -> list[str]:
+    """A1111 ``process_interrogate`` on the Batch sub-tab: each image of the input folder is interrogated and the
+    text appended as a line to ``NAME.txt`` in the output folder (the input folder when none is given). Returns the
+    files written. Refused with --hide-ui-dir-config (the caller checks)."""
+    from PIL import Image
+
+    files = batch_files(values.get("batch_input_dir") or "")
+    output_dir = values.get("batch_output_dir") or values.get("batch_input_dir")
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except (OSError, ValueError):
+            continue  # A1111 lists every file; what PIL cannot open is skipped here instead of stopping the run
+        text = interrogate(image)
+        out = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".txt")
+        with open(out, "a", encoding="utf-8") as f:
+            print(text, file=f)
+        written.append(out)
+    return written
+
+
+def wire_interrogate(state, form: common.Form, row: c.Toprow) -> None:
+    """The "Interrogate CLIP" / "Interrogate DeepBooru" buttons: the prompt becomes what the interrogator says of
+    the selected sub-tab's image (A1111 ``ui.interrogate`` / ``interrogate_deepbooru``); on Batch, NAME.txt files.
+    The work runs on the one queue; a missing model file is an error toast naming the file and its folder."""
+
+    def run(model: str, values: dict):
+        named = form.named(values)
+        try:
+            if int(named.get("mode") or 0) == 5:
+                if state.config.hide_ui_dir_config:
+                    raise Img2ImgInputError("Launched with --hide-ui-dir-config, batch img2img disabled")
+                future = common.submit(state, "interrogate", lambda p: interrogate_batch(
+                    lambda im: state.interrogators.interrogate(im, model), named))
+                written = future.result()
+                gr.Info(f"Interrogated {len(written)} image(s) into .txt files")
+                return gr.update()
+            image = interrogate_image(named)
+            future = common.submit(state, "interrogate", lambda p: state.interrogators.interrogate(image, model))
+            return future.result()
+        except Exception as e:  # a missing model file, no image, a bad folder: said, the prompt kept
+            raise gr.Error(str(e)) from e
+
+    row.interrogate.click(lambda values: run("clip", values), form.inputs(), [row.prompt],
+                          show_progress="minimal", concurrency_limit=None)
+    row.deepbooru.click(lambda values: run("deepdanbooru", values), form.inputs(), [row.prompt],
+                        show_progress="minimal", concurrency_limit=None)
+
+
 def make_requests(values: dict[str, Any], plugins=None, runner=None) -> list[GenerationRequest]:
     if int(values.get("mode") or 0) == 5:
         return batch_requests(values, plugins, runner)
@@ -288,6 +361,7 @@ def build(state) -> c.TabUi:
         output = c.output_panel(state, NAME)
     networks.connect_gallery(output)
     c.connect_token_counters(state, row, steps)
+    wire_interrogate(state, form, row)
     c.connect_reuse_seed(seed, reuse_seed, output, is_subseed=False)
     c.connect_reuse_seed(subseed, reuse_subseed, output, is_subseed=True)
     c.wire_generate(state, NAME, row, form, output,

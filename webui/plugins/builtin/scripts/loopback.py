@@ -3,9 +3,13 @@ image; the seed goes up by one per loop and the denoising strength moves from th
 strength" along the chosen curve (Aggressive: sin, Linear, Lazy: 1 - cos). With one batch every loop's image is
 returned (after a one-row grid of them when option return_grid is on); with several, each batch's last image.
 
+"Append interrogated prompt at each iteration" (CLIP or DeepBooru) sets each loop's prompt to the original prompt
+plus ", " and what the interrogator says of that loop's init image (A1111's rule), through the server's one
+``Interrogators`` (webui.core.interrogate).
+
 Differences from A1111:
-- "Append interrogated prompt at each iteration" accepts "None" only: CLIP and DeepBooru need A1111's interrogator
-  models (BLIP + CLIP, DeepDanbooru), which this project does not have; choosing one is a ScriptError (4xx).
+- A missing interrogator model file stops the script with its message (a 4xx through the API); A1111 would
+  download the file, or put "<error>" into the prompt.
 - Option img2img_color_correction corrects each loop towards its own init image (the engine's per-request
   correction); A1111 corrects every loop towards the first init image.
 """
@@ -18,6 +22,8 @@ from webui.plugins.scripts import Script, ScriptArg, ScriptError
 
 TITLE = "Loopback"
 INTERROGATORS = ["None", "CLIP", "DeepBooru"]
+#: The dropdown's choices -> the interrogate model names (/sdapi/v1/interrogate's ``model``)
+INTERROGATE_MODEL = {"CLIP": "clip", "DeepBooru": "deepdanbooru"}
 
 
 class ScriptLoopback(Script):
@@ -43,9 +49,10 @@ class ScriptLoopback(Script):
         if append_interrogation not in INTERROGATORS:
             raise ScriptError(TITLE, f"Append interrogated prompt at each iteration: unknown choice "
                                      f"{append_interrogation!r}; choices: {', '.join(INTERROGATORS)}")
-        if append_interrogation != "None":
+        interrogators = getattr(p.engine, "interrogators", None)
+        if append_interrogation != "None" and interrogators is None:
             raise ScriptError(TITLE, f"Append interrogated prompt at each iteration: {append_interrogation!r} needs "
-                                     "an interrogator (CLIP / DeepBooru), which this server does not have; use 'None'")
+                                     "the server's interrogators, which this engine was built without; use 'None'")
         if not p.init_images:
             raise ScriptError(TITLE, "needs an init image")
         loops = int(loops)
@@ -69,6 +76,7 @@ class ScriptLoopback(Script):
         grids = []
         all_images = []
         original_init_image = p.init_images
+        original_prompt = p.prompt
         original_inpainting_fill = p.inpainting_fill
         progress = p.progress
 
@@ -101,6 +109,11 @@ class ScriptLoopback(Script):
                 p.n_iter = 1
                 p.batch_size = 1
                 p.do_not_save_grid = True
+
+                if append_interrogation != "None":
+                    p.prompt = f"{original_prompt}, " if original_prompt else ""
+                    p.prompt += interrogators.interrogate(p.init_images[0].convert("RGB"),
+                                                          INTERROGATE_MODEL[append_interrogation])
 
                 processed = process_images(p)
                 if interrupted():
