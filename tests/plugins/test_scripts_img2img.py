@@ -108,11 +108,17 @@ def test_loopback_feeds_each_result_back(client):
     assert first.tobytes() != second.tobytes()
 
 
-def test_loopback_refuses_interrogators(client):
+@pytest.mark.parametrize("choice, missing", [("CLIP", "model_base_caption_capfilt_large.pth"),
+                                             ("DeepBooru", "model-resnet_custom_v3.pt")])
+def test_loopback_interrogation_names_missing_models(client, choice, missing):
+    """Without the interrogator's model files the script stops before its first loop with the file to put where
+    (a 4xx); the run with tiny model files is in tests/api/test_interrogate_models.py."""
     body = {**BODY, "init_images": [_b64(_init(64, 64))], "script_name": "Loopback",
-            "script_args": [2, 0.3, "Linear", "CLIP"]}
+            "script_args": [2, 0.3, "Linear", choice]}
     r = client.post("/sdapi/v1/img2img", json=body)
-    assert 400 <= r.status_code < 500 and "Loopback" in r.text and "CLIP" in r.text and "'None'" in r.text
+    assert r.status_code == 400 and missing in r.json()["detail"], r.text
+    r = client.post("/sdapi/v1/img2img", json={**body, "script_args": [2, 0.3, "Linear", "Florence"]})
+    assert 400 <= r.status_code < 500 and "Florence" in r.text
 
 
 @pytest.mark.parametrize("direction, size", [(["left", "down"], (64, 64)), (["right"], (64, 56)),

@@ -162,7 +162,7 @@ def install_error_handlers(app: FastAPI) -> None:
     for cls in (CheckpointNotFound, GenerationError, UnknownOption, InvalidImage, InvalidImageFormat,
                 CheckpointLoadError, ControlNetError, ScriptError, VaeLoadError, FaceRestoreUnavailable,
                 UnknownFaceRestorer, UpscalerNotFound, UpscalerLoadError, TaskCancelled, DuplicateTaskId,
-                TrainingInputError, TrainingError, Exception):
+                TrainingInputError, TrainingError, InterrogatorUnavailable, Exception):
         app.add_exception_handler(cls, any_error)
 
 
