@@ -80,6 +80,12 @@ def choices_for(state, opt: Option) -> list | None:
         return sampler_names()
     if key == "sd_hypernetwork":
         return ["None", *(state.hypernetworks.names() if state.hypernetworks is not None else [])]
+    if key in ("postprocessing_operation_order", "postprocessing_disable_in_extras"):
+        from webui.core.postprocess.extras import POSTPROCESSING_ORDER
+
+        return [name for name, _ in POSTPROCESSING_ORDER]
+    if key == "interrogate_clip_skip_categories" and getattr(state, "interrogators", None) is not None:
+        return state.interrogators.category_types()  # the *.txt lists of the interrogate/ folder
     return None
 
 
