@@ -360,6 +360,7 @@ CLUSTER_ROUTES: tuple[ClusterRoute, ...] = (
     ClusterRoute("/sdapi/v1/img2img", "POST", "generate"),
     ClusterRoute("/sdapi/v1/extra-single-image", "POST", "to_any"),
     ClusterRoute("/sdapi/v1/extra-batch-images", "POST", "to_any"),
+    ClusterRoute("/sdapi/v1/interrogate", "POST", "to_any"),
     ClusterRoute("/sdapi/v1/embeddings", "GET", "to_any"),
     ClusterRoute("/sdapi/v1/progress", "GET", "progress"),
     ClusterRoute("/sdapi/v1/interrupt", "POST", "interrupt"),
