@@ -359,6 +359,9 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("dataset_filename_join_string", " ", "Filename join string"),
         ("training_image_repeats_per_epoch", 1, "Number of repeats for a single input image per epoch"),
         ("training_write_csv_every", 500, "Save an csv containing the loss to log directory every N steps, 0 to disable"),
+        ("training_enable_tensorboard", False, "Enable tensorboard logging."),
+        ("training_tensorboard_save_images", False, "Save generated images within tensorboard."),
+        ("training_tensorboard_flush_every", 120, "How often, in seconds, to flush the pending tensorboard events and summaries to disk."),
     )
 )
 
