@@ -43,6 +43,7 @@ CSS = """
 .live-preview img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 .token-counter { text-align: right; font-size: 0.8em; opacity: 0.7; margin-top: -0.5em; }
 button.tool { max-width: 3em; min-width: 2.5em !important; }
+#interrogate, #deepbooru { white-space: normal; font-size: 0.85em; line-height: 1.2; padding: 0.3em 0.4em; }
 .infotext p { font-family: monospace; font-size: 0.85em; word-break: break-word; }
 .webui-hidden { display: none !important; }
 """
