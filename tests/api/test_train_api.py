@@ -176,3 +176,19 @@ def test_train_hypernetwork_api(client, dataset, data_dir):
     assert r.status_code == 200 and r.json() == {"info": f"train embedding complete: filename: {path} error: None"}
     assert torch.load(path, weights_only=True)["step"] == 2
     assert glob.glob(os.path.join(str(data_dir), "textual_inversion", "*", "hn", "hypernetwork_loss.csv"))
+
+
+def test_tensorboard_without_its_package_is_a_4xx_naming_the_option(client, dataset, data_dir, monkeypatch):
+    import sys
+
+    client.post("/sdapi/v1/create/embedding", json={"name": "tok", "num_vectors_per_token": 1, "overwrite_old": False})
+    assert client.post("/sdapi/v1/options", json={"training_enable_tensorboard": True}).status_code == 200
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as when tensorboard is not installed
+    r = client.post("/sdapi/v1/train/embedding", json=train_body(dataset))
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("training_enable_tensorboard:") and "tensorboard" in r.json()["detail"]
+    assert not glob.glob(os.path.join(str(data_dir), "textual_inversion", "*", "*", "*"))
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard")  # installed: the same request trains and logs
+    r = client.post("/sdapi/v1/train/embedding", json=train_body(dataset))
+    assert r.status_code == 200 and r.json()["info"].endswith("error: None"), r.text
+    assert glob.glob(os.path.join(str(data_dir), "textual_inversion", "*", "tok", "tensorboard", "events.out.*"))

@@ -5,6 +5,7 @@ takes a fraction of a second on a CPU."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import hashlib
 import logging
@@ -228,6 +229,7 @@ def test_train_embedding_end_to_end(state, dataset, fixed_noise, caplog):
     assert sorted(os.listdir(os.path.join(log_dir, "embeddings"))) == ["tok-15.pt", "tok-15.pt.optim",
                                                                        "tok-30.pt", "tok-30.pt.optim"]
     assert sorted(os.listdir(os.path.join(log_dir, "images"))) == ["tok-15.png", "tok-30.png"]
+    assert not os.path.exists(os.path.join(log_dir, "tensorboard"))  # option training_enable_tensorboard off
     assert torch.load(os.path.join(log_dir, "embeddings", "tok-15.pt"), weights_only=True)["step"] == 14
     with open(os.path.join(log_dir, "textual_inversion_loss.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -285,6 +287,7 @@ def test_hypernetwork_trains_and_applies(state, dataset, fixed_noise):
     assert sorted(os.listdir(os.path.join(log_dir, "hypernetworks"))) == ["hn-4.pt", "hn-4.pt.optim", "hn-8.pt",
                                                                           "hn-8.pt.optim"]
     assert sorted(os.listdir(os.path.join(log_dir, "images"))) == ["hn-4.png", "hn-8.png"]
+    assert not os.path.exists(os.path.join(log_dir, "tensorboard"))  # option training_enable_tensorboard off
     assert os.path.exists(os.path.join(log_dir, "hypernetwork_loss.csv"))
     # the trained file applies: the image changes against both the plain one and the untrained hypernetwork's
     with_trained = _image(state, "a photo <hypernet:hn:1>")
@@ -409,3 +412,131 @@ def test_shuffled_and_dropped_tags_make_new_captions_each_time(tmp_path):
     plain = PersonalizedDataset([path], width=8, height=8, placeholder_token="tok",
                                 template_lines=["[name] of [filewords]"], encode=encode)
     assert {next(plain.batches()).cond_text[0] for _ in range(5)} == {"tok of a, b, c, d"}
+
+
+# --- tensorboard (options training_enable_tensorboard, training_tensorboard_save_images) ---------------------------
+
+
+def _tensorboard_events(log_dir: str):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.join(log_dir, "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def _scalars(acc, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def _open_writers() -> list:
+    """The background threads of SummaryWriters not closed (each writer's flushing thread lives until close)."""
+    import threading
+
+    return [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread"]
+
+
+def test_tensorboard_logs_embedding_training(state, dataset):
+    """A1111's tags and steps: "Loss/train" (the mean of the last 3 * len(ds) step losses) and "Learn rate/train" at
+    the global step, their "/epoch-N" twins at the step within the epoch (epoch = step // number of images), the
+    previews as "Validation at epoch N"; the writer is closed at the end, so the events are on disk at once although
+    the flush period is 120 s."""
+    state.settings.set("training_enable_tensorboard", True)
+    state.settings.set("training_tensorboard_save_images", True)
+    svc = training_services(state)
+    create_embedding(svc, CreateEmbeddingArgs(name="tok", num_vectors_per_token=1, overwrite_old=False))
+    result = train_embedding(svc, _train_args(dataset, batch_size=1, steps=6, learn_rate="0.05:3, 0.01",
+                                              create_image_every=3, save_embedding_every=0,
+                                              save_image_with_stored_embedding=False))
+    assert result.steps_done == 6 and not _open_writers()
+    log_dir = glob.glob(os.path.join(state.config.data_dir, "textual_inversion", "*", "tok"))[0]
+    assert glob.glob(os.path.join(log_dir, "tensorboard", "events.out.tfevents.*"))
+    acc = _tensorboard_events(log_dir)
+    running = [float(np.mean(result.losses[:k])) for k in range(1, 7)]
+    loss = _scalars(acc, "Loss/train")
+    assert [s for s, _ in loss] == [1, 2, 3, 4, 5, 6]
+    assert np.allclose([v for _, v in loss], running, rtol=1e-5)
+    lr = _scalars(acc, "Learn rate/train")  # the schedule's rate for each step ("0.05:3": steps 1-3)
+    assert [s for s, _ in lr] == [1, 2, 3, 4, 5, 6]
+    assert np.allclose([v for _, v in lr], [0.05] * 3 + [0.01] * 3)
+    # 4 images, batch 1: steps 1-3 are epoch 0 (its steps 2-4), steps 4-6 epoch 1 (its steps 1-3)
+    assert [s for s, _ in _scalars(acc, "Loss/train/epoch-0")] == [2, 3, 4]
+    assert [s for s, _ in _scalars(acc, "Loss/train/epoch-1")] == [1, 2, 3]
+    assert [s for s, _ in _scalars(acc, "Learn rate/train/epoch-1")] == [1, 2, 3]
+    # previews after steps 2 and 5 (A1111 names them -3 and -6), tagged with the trainer's epoch
+    assert sorted(acc.Tags()["images"]) == ["Validation at epoch 0", "Validation at epoch 1"]
+    (image,) = acc.Images("Validation at epoch 1")
+    assert (image.step, image.width, image.height) == (5, SIZE, SIZE)
+    import io
+
+    with Image.open(io.BytesIO(image.encoded_image_string)) as logged, \
+            Image.open(os.path.join(log_dir, "images", "tok-6.png")) as saved:
+        assert np.array_equal(np.array(logged.convert("RGB")), np.array(saved.convert("RGB")))  # that preview
+    assert acc.Images("Validation at epoch 0")[0].step == 2
+
+
+def test_tensorboard_logs_hypernetwork_training_and_closes_on_error(state, dataset, monkeypatch):
+    """The hypernetwork trainer logs the same scalars (no images without training_tensorboard_save_images); a run
+    that fails in its third step still leaves the events of the first two on disk (the writer is closed on the way
+    out, which A1111 does not do)."""
+    state.settings.set("training_enable_tensorboard", True)
+    svc = training_services(state)
+    create_hypernetwork(svc, CreateHypernetworkArgs(name="hn", enable_sizes=(32,), overwrite_old=False))
+    args = TrainHypernetworkArgs(hypernetwork_name="hn", learn_rate="0.001", batch_size=4, data_root=dataset,
+                                 training_width=SIZE, training_height=SIZE, steps=5, create_image_every=5,
+                                 save_hypernetwork_every=0, template_filename="hypernetwork.txt",
+                                 preview_from_txt2img=True, preview_prompt="a photo", preview_steps=2,
+                                 preview_sampler_name="Euler", preview_width=SIZE, preview_height=SIZE)
+    result = train_hypernetwork(svc, args)
+    assert result.steps_done == 5 and not _open_writers()
+    log_dir = glob.glob(os.path.join(state.config.data_dir, "textual_inversion", "*", "hn"))[0]
+    acc = _tensorboard_events(log_dir)
+    loss = _scalars(acc, "Loss/train")
+    assert [s for s, _ in loss] == [1, 2, 3, 4, 5]
+    assert np.allclose([v for _, v in loss], [np.mean(result.losses[:k]) for k in range(1, 6)], rtol=1e-5)
+    assert [s for s, _ in _scalars(acc, "Learn rate/train")] == [1, 2, 3, 4, 5]
+    assert np.allclose([v for _, v in _scalars(acc, "Learn rate/train")], 0.001)
+    # 4 images, batch 4 (one step an epoch), but A1111's tensorboard epoch counts images: steps 1-3 in epoch 0
+    assert [s for s, _ in _scalars(acc, "Loss/train/epoch-0")] == [2, 3, 4]
+    assert [s for s, _ in _scalars(acc, "Loss/train/epoch-1")] == [1, 2]
+    assert acc.Tags()["images"] == []  # a preview was made (hn-5.png), but images in tensorboard are off
+    assert os.path.exists(os.path.join(log_dir, "images", "hn-5.png"))
+
+    real = common.diffusion_loss
+    calls = []
+
+    def failing(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom at the third step")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(common, "diffusion_loss", failing)
+    for f in glob.glob(os.path.join(log_dir, "tensorboard", "*")):
+        os.remove(f)
+    with pytest.raises(RuntimeError, match="boom"):
+        train_hypernetwork(svc, dataclasses.replace(args, steps=10, create_image_every=0))
+    assert not _open_writers()
+    assert [s for s, _ in _scalars(_tensorboard_events(log_dir), "Loss/train")] == [6, 7]
+
+
+def test_tensorboard_without_the_package_is_refused_before_anything_is_written(state, dataset, monkeypatch):
+    import sys
+
+    svc = training_services(state)
+    create_embedding(svc, CreateEmbeddingArgs(name="tok", num_vectors_per_token=1, overwrite_old=False))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as when it is not installed
+    train_embedding(svc, _train_args(dataset, steps=1, create_image_every=0, save_embedding_every=0))  # option off
+    logs = os.path.join(state.config.data_dir, "textual_inversion")
+    assert not glob.glob(os.path.join(logs, "*", "tok", "tensorboard"))
+    state.settings.set("training_enable_tensorboard", True)
+    for train, args in ((train_embedding, _train_args(dataset, steps=3)),
+                        (train_hypernetwork, TrainHypernetworkArgs(
+                            hypernetwork_name="hn", learn_rate="0.001", data_root=dataset, training_width=SIZE,
+                            training_height=SIZE, steps=3, template_filename="hypernetwork.txt"))):
+        with pytest.raises(TrainingInputError) as e:
+            train(svc, args)
+        assert e.value.field == "training_enable_tensorboard" and "tensorboard" in e.value.message
+        assert 400 <= e.value.status < 500
+    assert torch.load(os.path.join(state.config.embeddings_dir, "tok.pt"), weights_only=True)["step"] == 1
+    assert not glob.glob(os.path.join(logs, "*", "hn"))

@@ -27,6 +27,7 @@ from webui.core.networks.hypernetworks import (
     load_hypernetwork,
 )
 from webui.core.train import common
+from webui.core.train import tensorboard as train_tensorboard
 from webui.core.train.args import (
     CreateHypernetworkArgs,
     TrainHypernetworkArgs,
@@ -151,6 +152,7 @@ def train_hypernetwork(services: common.TrainingServices, args: TrainHypernetwor
     """A1111 ``train_hypernetwork`` on the loaded model (see ``train_embedding`` for progress and interrupt)."""
     templates = services.templates()
     files = validate_train(args, templates)
+    train_tensorboard.check_available(services.settings)  # a missing package: a 4xx before anything is written
     registry = services.hypernetworks
     registry.refresh()
     name = args.hypernetwork_name.rsplit("(", 1)[0]  # A1111's UI titles were "name(hash)"
@@ -248,7 +250,10 @@ def train_hypernetwork(services: common.TrainingServices, args: TrainHypernetwor
                 log.warning("Cannot resume from saved optimizer! %s", e)
         save_optimizer = bool(services.option("save_optimizer_state"))
 
-        loop = _TrainingLoop(services, comp, args, ds, progress, what="hypernetwork")
+        board = train_tensorboard.open_for_training(services.settings, log_directory, len(ds))
+        if board is not None:
+            scope.callback(board.close)  # on every way out: the end, an interrupt, an error
+        loop = _TrainingLoop(services, comp, args, ds, progress, what="hypernetwork", tensorboard=board)
         parking = common.VaeParking(comp, services.option("unload_models_when_training"))
         parking.park()
         train_mode(True)
@@ -286,7 +291,7 @@ def train_hypernetwork(services: common.TrainingServices, args: TrainHypernetwor
                                            optimizer.state_dict() if save_optimizer else None)
                     loop.last_saved_file = path
 
-            def preview(steps_done: int, batch) -> None:
+            def preview(steps_done: int, batch):  # -> the preview image, or None
                 train_mode(False)
                 parking.restore()
                 try:
@@ -299,6 +304,7 @@ def train_hypernetwork(services: common.TrainingServices, args: TrainHypernetwor
                     path = common.save_preview(image, images_dir, f"{name}-{steps_done}", infotext,
                                                services.option("samples_format"))
                     loop.last_saved_image = f"{path}, prompt: {prompt}"
+                return image
 
             try:
                 loop.run(counter, optimizer, weights, scheduler, clip_grad, clip_sched, loss_fn, after_step,

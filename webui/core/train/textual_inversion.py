@@ -21,6 +21,7 @@ import torch
 
 from webui.core.networks.embeddings import Embedding
 from webui.core.train import common
+from webui.core.train import tensorboard as train_tensorboard
 from webui.core.train.args import (
     CreateEmbeddingArgs,
     TrainEmbeddingArgs,
@@ -118,6 +119,7 @@ def train_embedding(services: common.TrainingServices, args: TrainEmbeddingArgs,
     which the embedding is saved with the steps done, as in A1111)."""
     templates = services.templates()
     files = validate_train(args, templates)
+    train_tensorboard.check_available(services.settings)  # a missing package: a 4xx before anything is written
     comp = services.model()
     common.check_trainable(comp)
     db = services.embeddings
@@ -187,7 +189,10 @@ def train_embedding(services: common.TrainingServices, args: TrainEmbeddingArgs,
             else:
                 log.info("No saved optimizer exists in checkpoint")
 
-        loop = _TrainingLoop(services, comp, args, ds, progress, what="embedding")
+        board = train_tensorboard.open_for_training(services.settings, log_directory, len(ds))
+        if board is not None:
+            scope.callback(board.close)  # on every way out: the end, an interrupt, an error
+        loop = _TrainingLoop(services, comp, args, ds, progress, what="embedding", tensorboard=board)
         parking = common.VaeParking(comp, services.option("unload_models_when_training"))
         parking.park()
         try:
@@ -217,7 +222,7 @@ def train_embedding(services: common.TrainingServices, args: TrainEmbeddingArgs,
                     yet_to_be_embedded = True
                 loop.last_saved_file = last_saved_file
 
-            def preview(steps_done: int, batch) -> None:
+            def preview(steps_done: int, batch):  # -> the preview image, or None
                 nonlocal yet_to_be_embedded
                 snapshot = Embedding(name=name, vectors=vec.shape[0], shape=vec.shape[1],
                                      vec=vec.detach().float().cpu().clone(), step=trained.step)
@@ -228,7 +233,7 @@ def train_embedding(services: common.TrainingServices, args: TrainEmbeddingArgs,
                 finally:
                     parking.park()
                 if image is None:
-                    return
+                    return None
                 if images_embeds_dir and yet_to_be_embedded and os.path.exists(last_saved_file):
                     _save_image_with_embedding(image, last_saved_file, checkpoint, steps_done,
                                                os.path.join(images_embeds_dir, f"{name}-{steps_done}.png"))
@@ -236,6 +241,7 @@ def train_embedding(services: common.TrainingServices, args: TrainEmbeddingArgs,
                 path = common.save_preview(image, images_dir, f"{name}-{steps_done}", infotext,
                                            services.option("samples_format"))
                 loop.last_saved_image = f"{path}, prompt: {prompt}"
+                return image
 
             loop.run(trained, optimizer, [vec], scheduler, clip_grad, clip_sched, loss_fn, after_step,
                      preview if images_dir else None, "textual_inversion_loss.csv", log_directory,
@@ -302,8 +308,9 @@ class _TrainingLoop:
     (``j == max_steps_per_epoch`` works as drop_last), the learning-rate and clipping schedules, the step counter
     with A1111's ``steps_done = step + 1`` naming, progress and textinfo, the loss CSV, previews."""
 
-    def __init__(self, services, comp, args, ds, progress, what: str):
+    def __init__(self, services, comp, args, ds, progress, what: str, tensorboard=None):
         self.services, self.comp, self.args, self.ds, self.progress, self.what = services, comp, args, ds, progress, what
+        self.tensorboard = tensorboard  # a TrainingTensorboard when the option training_enable_tensorboard is on
         self.last_saved_file = "<none>"
         self.last_saved_image = "<none>"
         self.losses: list[float] = []  # the loss of every optimizer step, in order
@@ -365,10 +372,20 @@ class _TrainingLoop:
                           steps_per_epoch, loss_step)
                 self.losses.append(loss_step)
                 after_step(steps_done)
+                image_epoch = epoch_num
+                if self.tensorboard is not None:
+                    # A1111 logs these scalars in train_hypernetwork only (train_embedding sets up the writer but
+                    # adds nothing but previews); written for embeddings too, at the same point with the same
+                    # arithmetic, so that "Enable tensorboard logging" shows an embedding's loss curve as well
+                    tb_epoch = self.tensorboard.add_step(loss_step, counter.step, scheduler.learn_rate)
+                    if self.what == "hypernetwork":  # A1111's block reassigns epoch_num, which names the image
+                        image_epoch = tb_epoch
                 common.write_loss(log_directory, csv_name, counter.step, steps_per_epoch,
                                   {"loss": f"{loss_step:.7f}", "learn_rate": scheduler.learn_rate}, csv_every)
                 if preview is not None and steps_done % args.create_image_every == 0:
-                    preview(steps_done, batch)
+                    image = preview(steps_done, batch)
+                    if image is not None and self.tensorboard is not None:
+                        self.tensorboard.add_image(image, image_epoch, counter.step)
                 if progress is not None:
                     progress.set_job_no(counter.step)
                     progress.textinfo = common.textinfo(loss_step, steps_done, batch.cond_text[0], self.what,
