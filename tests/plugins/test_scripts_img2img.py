@@ -84,6 +84,14 @@ def test_script_info_lists_them_for_img2img_only(client):
         assert (name, True) in info and (name, False) not in info
     assert [a["label"] for a in info[("loopback", True)]["args"]][:2] == ["Loops", "Final denoising strength"]
     assert ("prompts from file or textbox", False) in info and ("prompts from file or textbox", True) in info
+    # live lists, as A1111's UI builds them: SD upscale's radio lists the upscaler registry (shared.sd_upscalers),
+    # the Refiner's dropdown "" and the checkpoint titles
+    upscalers = [u["name"] for u in client.get("/sdapi/v1/upscalers").json()]
+    sd_upscale = {a["label"]: a for a in info[("sd upscale", True)]["args"]}
+    assert sd_upscale["Upscaler"]["choices"] == upscalers and upscalers[:3] == ["None", "Lanczos", "Nearest"]
+    titles = [m["title"] for m in client.get("/sdapi/v1/sd-models").json()]
+    refiner = {a["label"]: a for a in info[("refiner", True)]["args"]}
+    assert refiner["Checkpoint"]["choices"] == ["", *titles] and titles
 
 
 def test_loopback_feeds_each_result_back(client):

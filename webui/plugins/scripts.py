@@ -56,10 +56,25 @@ class ScriptArg:
     type: str = "value"  # dropdown/radio: "index" sends the choice's position, as gradio's type="index"
     visible: bool = True
     info: str | None = None
+    # choices that are the server's live lists, resolved when the UI is built and when /script-info answers (A1111
+    # builds them from sd_models / shared.sd_upscalers when its UI is made): "checkpoints" (checkpoint titles,
+    # after the static ``choices``) or "upscalers" (every upscaler's name)
+    choices_from: str | None = None
 
-    def api_info(self) -> dict:
+    def api_info(self, state: Any = None) -> dict:
         return {"label": self.label, "value": self.value, "minimum": self.minimum, "maximum": self.maximum,
-                "step": self.step, "choices": self.choices}
+                "step": self.step, "choices": self.live_choices(state)}
+
+    def live_choices(self, state: Any = None) -> list | None:
+        """The choices with the live list of ``choices_from`` (from ``state``, an AppState) added; the static ones
+        when there is no state."""
+        if self.choices_from is None or state is None:
+            return self.choices
+        if self.choices_from == "checkpoints":
+            return [*(self.choices or []), *state.registry.titles()]
+        if self.choices_from == "upscalers" and getattr(state, "upscalers", None) is not None:
+            return [u.name for u in state.upscalers.list(state.settings)]
+        return self.choices
 
 
 class Script:

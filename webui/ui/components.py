@@ -333,7 +333,7 @@ def connect_reuse_seed(seed, reuse, output: OutputPanel, *, is_subseed: bool) ->
     reuse.click(reuse_fn, [output.generation_info, output.selected_index], seed, show_progress="hidden", queue=False)
 
 
-def script_controls(form: common.Form, tab: str, runner) -> None:
+def script_controls(form: common.Form, tab: str, runner, state=None) -> None:
     """A1111's Script dropdown ("None" and the tab's selectable scripts) and, under it, each script's controls
     (built from its ScriptArg list), shown only while that script is selected. Form names: ``script`` and
     ``script_arg_<position in the job's script_args>``."""
@@ -344,17 +344,20 @@ def script_controls(form: common.Form, tab: str, runner) -> None:
     for script in runner.selectable_scripts if runner is not None else []:
         with gr.Group(visible=False, elem_id=script.elem_id("group")) as group:
             for index in range(script.args_from, script.args_to):
-                form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index], f"{script.elem_id('')}{index}"))
+                form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index],
+                                                                     f"{script.elem_id('')}{index}", state))
         groups.append(group)
     if groups:
         dropdown.change(lambda title: [gr.update(visible=title == t) for t in titles], dropdown, groups,
                         show_progress="hidden")
 
 
-def script_arg_component(arg, elem_id: str):
-    """The gradio control for one ScriptArg (its kind, label, default, limits and choices)."""
+def script_arg_component(arg, elem_id: str, state=None):
+    """The gradio control for one ScriptArg (its kind, label, default, limits and choices -- the live lists of
+    ``choices_from`` when ``state`` is given)."""
     common_kw = dict(label=arg.label, value=arg.value, elem_id=elem_id, visible=arg.visible, info=arg.info)
     kind = arg.kind
+    choices = arg.live_choices(state)
     if kind == "slider":
         return gr.Slider(minimum=arg.minimum, maximum=arg.maximum, step=arg.step, **common_kw)
     if kind == "number":
@@ -363,12 +366,12 @@ def script_arg_component(arg, elem_id: str):
     if kind == "checkbox":
         return gr.Checkbox(**common_kw)
     if kind == "dropdown":
-        return gr.Dropdown(choices=list(arg.choices or []), multiselect=arg.multiselect, type=arg.type,
+        return gr.Dropdown(choices=list(choices or []), multiselect=arg.multiselect, type=arg.type,
                            allow_custom_value=False, **common_kw)
     if kind == "radio":
-        return gr.Radio(choices=list(arg.choices or []), type=arg.type, **common_kw)
+        return gr.Radio(choices=list(choices or []), type=arg.type, **common_kw)
     if kind == "checkboxgroup":
-        return gr.CheckboxGroup(choices=list(arg.choices or []), type=arg.type, **common_kw)
+        return gr.CheckboxGroup(choices=list(choices or []), type=arg.type, **common_kw)
     if kind == "image":
         return gr.Image(type="pil", **{k: v for k, v in common_kw.items() if k != "info"})
     if kind == "html":  # an explanation box (Outpainting mk2, SD upscale): its value is the HTML
@@ -410,7 +413,8 @@ def alwayson_scripts_ui(state, form: common.Form, tab: str, runner=None) -> None
         with gr.Accordion(getattr(script, "accordion_label", None) or script.title(), open=False,
                           elem_id=script.elem_id("accordion")):
             for index in range(script.args_from, script.args_to):
-                form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index], f"{script.elem_id('')}{index}"))
+                form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index],
+                                                                     f"{script.elem_id('')}{index}", state))
     if state.plugins is not None:
         state.plugins.call("ui_alwayson", state=state, form=form, tab=tab)
 

@@ -130,7 +130,8 @@ def script_info(request: Request) -> list[ScriptInfo]:
         runner = runner_for(state, tab)
         for title in _titles(state, tab):
             script = runner.find(title)
-            args = [ScriptArg(**a.api_info()) for a in runner.inputs[script.args_from:script.args_to]] if script else []
+            args = ([ScriptArg(**a.api_info(state)) for a in runner.inputs[script.args_from:script.args_to]]
+                    if script else [])
             out.append(ScriptInfo(name=_api_name(state, tab, title), is_alwayson=script.alwayson if script else True,
                                   is_img2img=tab == "img2img", args=args))
     return out

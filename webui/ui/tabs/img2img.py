@@ -357,7 +357,7 @@ def build(state) -> c.TabUi:
             seed, subseed, reuse_seed, reuse_subseed, _, _ = c.seed_rows(form, NAME)
             c.override_settings_dropdown(form, NAME)
             c.alwayson_scripts_ui(state, form, NAME, state.scripts_img2img)
-            c.script_controls(form, NAME, state.scripts_img2img)
+            c.script_controls(form, NAME, state.scripts_img2img, state)
         output = c.output_panel(state, NAME)
     networks.connect_gallery(output)
     c.connect_token_counters(state, row, steps)

@@ -151,7 +151,7 @@ def build(state) -> c.TabUi:
             seed, subseed, reuse_seed, reuse_subseed, _, _ = c.seed_rows(form, NAME)
             c.override_settings_dropdown(form, NAME)
             c.alwayson_scripts_ui(state, form, NAME, state.scripts_txt2img)
-            c.script_controls(form, NAME, state.scripts_txt2img)
+            c.script_controls(form, NAME, state.scripts_txt2img, state)
         output = c.output_panel(state, NAME)
     networks.connect_gallery(output)
     del enable_hr

@@ -25,7 +25,7 @@ class ScriptRefiner(Script):
     def ui(self, is_img2img):
         return [
             ScriptArg("Refiner", False, "checkbox"),
-            ScriptArg("Checkpoint", "", "dropdown", choices=[""]),
+            ScriptArg("Checkpoint", "", "dropdown", choices=[""], choices_from="checkpoints"),
             ScriptArg("Switch at", 0.8, "slider", minimum=0.01, maximum=1.0, step=0.01),
         ]
 

@@ -7,9 +7,9 @@ per call, seed + 1 per call), and the tiles are blended back together (``combine
 seeds ``seed + n``. Infotext: "SD upscale overlap", "SD upscale upscaler".
 
 The upscaler radio sends its index (gradio type="index") into A1111's ``shared.sd_upscalers``, which is our upscaler
-registry's list (None, Lanczos, Nearest, then the model files); a name is accepted too. The choices listed by
-``/script-info`` are the built-in three: the script's controls are declared before the model folders are scanned;
-``run`` reads the live list, so an index past them picks a model upscaler as in A1111.
+registry's list (None, Lanczos, Nearest, then the model files); a name is accepted too. The radio and
+``/script-info`` list that registry (``choices_from="upscalers"``), as A1111's UI lists ``shared.sd_upscalers``;
+``run`` reads the live list again, so an index means the same upscaler as in A1111.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class ScriptSDUpscale(Script):
         return [
             ScriptArg(None, INFO_HTML, "html"),
             ScriptArg("Tile overlap", 64, "slider", minimum=0, maximum=256, step=16),
-            ScriptArg("Upscaler", BUILTIN_UPSCALERS[0], "radio", choices=list(BUILTIN_UPSCALERS), type="index"),
+            ScriptArg("Upscaler", BUILTIN_UPSCALERS[0], "radio", choices=list(BUILTIN_UPSCALERS), type="index",
+                      choices_from="upscalers"),
             ScriptArg("Scale Factor", 2, "slider", minimum=0, maximum=4, step=1),
         ]
 
