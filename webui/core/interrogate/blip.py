@@ -227,6 +227,21 @@ class BlipCaptioner:
         return text[len(PROMPT):]
 
 
+def key_problems(expected: dict[str, Any], sd: dict[str, Any]) -> list[str]:
+    """What keeps ``sd`` (converted) from loading strictly into a model whose state dict is ``expected``: missing,
+    unexpected and wrong-shaped keys, a few of each named. Tied weights and position-id buffers may be absent."""
+    missing = [k for k in expected if k not in sd and not _IGNORED.search(k) and _TIED.get(k) not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong_shape = [f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in sd.items()
+                   if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    problems = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+            problems.append(f"{what}: {', '.join(keys[:8])}{more}")
+    return problems
+
+
 def load_model(path: str, tokenizer: Any):
     """Read BLIP's original checkpoint and load it, converted, into a transformers model; strict."""
     import torch
@@ -247,17 +262,8 @@ def load_model(path: str, tokenizer: Any):
             f"BLIP checkpoint {path} has a {config.text_config.vocab_size}-token vocabulary, its tokenizer "
             f"{len(tokenizer)} (bert-base-uncased + [DEC] + [ENC] is 30524): wrong vocab.txt?")
     model = BlipForConditionalGeneration(config)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd and not _IGNORED.search(k) and _TIED.get(k) not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong_shape = [f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in sd.items()
-                   if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong_shape:
-        problems = []
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
-                problems.append(f"{what}: {', '.join(keys[:8])}{more}")
+    problems = key_problems(model.state_dict(), sd)
+    if problems:
         raise InterrogatorUnavailable(f"BLIP checkpoint {path} does not match BLIP's caption model ("
                                       + "; ".join(problems) + ")")
     model.load_state_dict(sd, strict=False)  # strictness checked above, with the tied and buffer keys allowed for
