@@ -416,3 +416,14 @@ def test_blip_base_sizes_map_onto_transformers_blip_base():
     with torch.device("meta"):
         model = BlipForConditionalGeneration(config)
     assert blip_module.key_problems(model.state_dict(), sd) == []
+
+
+def test_through_the_interrogators_service(files, ci):
+    from webui.core.interrogate import Interrogators
+
+    ci, opts = ci
+    service = Interrogators(folders(files), device=torch.device("cpu"), dtype=torch.float32, options=opts.__getitem__)
+    assert service.interrogate(image(), "clip") == ci.interrogate(image())
+    assert service.category_types() == ["artists", "flavors", "mediums.top3.x"]
+    service.unload()
+    assert service.clip().blip is None
