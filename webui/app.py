@@ -37,7 +37,7 @@ def build_app(config: Config, state: AppState | None = None) -> FastAPI:
         options=state.settings.get,
         model_arch=lambda: getattr(state.engine.current_model(), "arch", None),
         decoder=PreviewDecoder(models_dir=config.models_dir, model=state.engine.current_model,
-                               dtype=state.plan.dtype),
+                               dtype=state.plan.dtype, plan=state.plan),
     )
 
     @asynccontextmanager

@@ -184,6 +184,27 @@ def test_full_uses_the_models_vae_and_no_model_falls_back(caplog):
     assert any("Full" in r.getMessage() for r in caplog.records)
 
 
+def test_full_becomes_approx_nn_under_medvram_and_lowvram():
+    """A1111 single_sample_to_image: a "Full" preview would move the offloaded VAE in and out at every preview."""
+    from webui.core.devices import plan_devices
+
+    class Comp:
+        is_sdxl = False
+
+    comp = Comp()
+    for flags, expected in (({}, "Full"), ({"medvram": True}, "Approx NN"), ({"lowvram": True}, "Approx NN")):
+        dec = PreviewDecoder(model=lambda: comp, plan=plan_devices(use_cpu=["all"], **flags))
+        assert dec.method_for("Full") == expected
+        assert dec.method_for("Full", allow_lowvram_full=True) == "Full"
+        assert dec.method_for("TAESD") == "TAESD"
+    # --medvram-sdxl: SDXL models only
+    dec = PreviewDecoder(model=lambda: comp, plan=plan_devices(use_cpu=["all"], medvram_sdxl=True))
+    assert dec.method_for("Full") == "Full"
+    comp.is_sdxl = True
+    assert dec.method_for("Full") == "Approx NN"
+    assert PreviewDecoder(model=lambda: None, plan=plan_devices(lowvram=True)).method_for("Full") == "Full"
+
+
 # -- end to end: a real generation on the tiny checkpoints, previews read back through /sdapi/v1/progress ----------
 
 @pytest.fixture

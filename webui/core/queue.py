@@ -178,7 +178,10 @@ class ProgressTracker:
                 from webui.core.generation.previews import PreviewDecoder
 
                 self.preview_decoder = PreviewDecoder()
-            images = self.preview_decoder.images(latent.detach(), str(self.options("show_progress_type")),
+            method = str(self.options("show_progress_type"))
+            if method == "Full":
+                method = self.preview_decoder.method_for(method, bool(self.options("live_preview_allow_lowvram_full")))
+            images = self.preview_decoder.images(latent.detach(), method,
                                                  sdxl=str(self.model_arch() or "").startswith("SDXL"))
             if self.options("show_progress_grid") and len(images) > 1:
                 from webui.core.io.images import image_grid

@@ -239,6 +239,9 @@ OPTIONS: tuple[Option, ...] = tuple(
         ("show_progress_grid", True, "Show previews of all images generated in a batch as a grid"),
         ("show_progress_every_n_steps", 10, "Live preview display period", {"minimum": -1, "maximum": 32, "step": 1}),
         ("show_progress_type", "Approx NN", "Live preview method", {"choices": ("Full", "Approx NN", "Approx cheap", "TAESD")}),
+        ("live_preview_allow_lowvram_full", False, "Allow Full live preview method with lowvram/medvram",
+         {"info": "If not, Approx NN will be used instead; Full live preview method is very detrimental to speed if "
+                  "lowvram/medvram optimizations are enabled"}),
         ("live_preview_content", "Prompt", "Live preview subject", {"choices": ("Combined", "Prompt", "Negative prompt")}),
         ("live_preview_refresh_period", 1000, "Progressbar and preview update period"),
         ("quicksettings_list", ["sd_model_checkpoint"], "Quicksettings list"),

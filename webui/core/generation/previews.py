@@ -161,12 +161,24 @@ class PreviewDecoder:
     """
 
     def __init__(self, models_dir: str | None = None, model: Callable[[], Any] | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, plan: Any = None) -> None:
         self.models_dir = models_dir
         self.model = model or (lambda: None)
         self.dtype = dtype
+        self.plan = plan  # the device plan: --medvram / --lowvram (webui.core.devices.DevicePlan)
         self._loaded: dict[tuple[str, float], torch.nn.Module] = {}
         self._warned: set[tuple[str, str]] = set()
+
+    def method_for(self, method: str, allow_lowvram_full: bool = False) -> str:
+        """A1111 ``single_sample_to_image``: "Full" becomes "Approx NN" while the model runs under --medvram /
+        --lowvram (each full VAE decode would move the VAE onto the device and back), unless option
+        live_preview_allow_lowvram_full."""
+        if method != "Full" or allow_lowvram_full or self.plan is None:
+            return method
+        from webui.core.models.offload import mode_for
+
+        comp = self.model()
+        return "Approx NN" if comp is not None and mode_for(self.plan, comp) is not None else method
 
     def find(self, name: str) -> str | None:
         if not self.models_dir:
