@@ -92,3 +92,71 @@ def test_extras_caption_step_writes_txt(data_dir, tmp_path):
         run_extras(EXTRAS_DIRECTORY, ExtrasOptions(caption_enabled=True, caption_options=("Florence",)),
                    upscalers=state.upscalers, restorers=state.face_restorers, settings=state.settings,
                    data_dir=str(data_dir), input_dir=str(src), output_dir=str(out), interrogators=state.interrogators)
+
+
+# -- CLIP: BLIP caption + CLIP ranking -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clip_client(data_dir, tmp_path):
+    from tests.fixtures.interrogate import write_blip, write_categories, write_clip
+
+    write_blip(str(data_dir / "models"))
+    clip_dir = tmp_path / "clip-models"
+    write_clip(str(clip_dir))
+    write_categories(str(data_dir / "interrogate"), {"mediums": ["a painting", "a photo", "a sketch"],
+                                                     "movements.top3.list": ["cubism", "baroque", "pop art", "dada"]})
+    write_deepbooru_model(str(data_dir), TAGS, scores=SCORES)
+    config = parse(["--data-dir", str(data_dir), "--skip-load-model-at-start", "--nowebui",
+                    "--clip-models-path", str(clip_dir)])
+    with TestClient(build_app(config)) as c:
+        yield c
+
+
+def _parts(caption: str) -> list[str]:
+    return [x.strip() for x in caption.split(",")]
+
+
+def test_clip_caption_then_ranked_phrases(clip_client):
+    r = clip_client.post("/sdapi/v1/interrogate", json={"image": _b64(IMAGE), "model": "clip"})
+    assert r.status_code == 200, r.text
+    caption = r.json()["caption"]
+    parts = _parts(caption)
+    # BLIP's caption (its prompt "a picture of" stripped), then 1 medium and the 3 best movements (A1111 reads
+    # ".top3." in the file's stem, so "movements.top3.list.txt")
+    assert len(parts) == 5 and parts[0] and not parts[0].startswith("a picture of")
+    assert parts[1] in ("a painting", "a photo", "a sketch")
+    assert len(set(parts[2:])) == 3 and set(parts[2:]) <= {"cubism", "baroque", "pop art", "dada"}
+    # the same image, the same words; the skip option drops a category; ranks add "(match:score)"
+    assert clip_client.post("/sdapi/v1/interrogate", json={"image": _b64(IMAGE)}).json()["caption"] == caption
+    clip_client.post("/sdapi/v1/options", json={"interrogate_clip_skip_categories": ["movements.top3.list"],
+                                                "interrogate_return_ranks": True})
+    ranked = _parts(clip_client.post("/sdapi/v1/interrogate", json={"image": _b64(IMAGE)}).json()["caption"])
+    assert ranked[0] == parts[0] and len(ranked) == 2 and ranked[1].startswith(f"({parts[1]}:")
+
+
+def test_loopback_clip_and_caption_step_blip(clip_client, data_dir, tmp_path):
+    body = {"prompt": "", "steps": 2, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler",
+            "denoising_strength": 0.5, "init_images": [_b64(Image.new("RGB", (64, 64), (90, 90, 90)))],
+            "script_name": "Loopback", "script_args": [1, 0.3, "Linear", "CLIP"]}
+    r = clip_client.post("/sdapi/v1/img2img", json=body)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    # an empty prompt gets no leading ", " (A1111's rule); the prompt is the interrogation itself
+    assert len(_parts(info["prompt"])) == 5 and not info["prompt"].startswith(",")
+
+    from webui.core.postprocess.extras import EXTRAS_DIRECTORY, ExtrasOptions, run_extras
+
+    state = clip_client.app.state.webui
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(src / "leaf.png")
+    opts = ExtrasOptions(resize_mode=1, upscaling_resize_w=40, upscaling_resize_h=40, caption_enabled=True,
+                         caption_options=("Deepbooru", "BLIP"))
+    run_extras(EXTRAS_DIRECTORY, opts, upscalers=state.upscalers, restorers=state.face_restorers,
+               settings=state.settings, data_dir=str(data_dir), input_dir=str(src), output_dir=str(out),
+               interrogators=state.interrogators)
+    text = (out / "leaf.txt").read_text(encoding="utf8")
+    # DeepBooru's tags, then BLIP's caption alone (A1111's generate_caption: no CLIP ranking)
+    blip = state.interrogators.clip().generate_caption(Image.open(src / "leaf.png").convert("RGB"))
+    assert text == r"1girl, blue \(sky\), solo, " + blip
