@@ -139,6 +139,8 @@ def build_state(config: Config, *, create_demo: bool = True) -> AppState:
         plugins=plugins,
         interrogators=interrogators,
     )
+    if plan.medvram or plan.lowvram or plan.medvram_sdxl:
+        interrogators.free_device = engine.models.residency.send_everything_to_cpu
     state = AppState(
         config=config, settings=settings, registry=registry, vae_registry=vae_registry, engine=engine,
         queue=JobQueue(), plan=plan, loras=loras, embeddings=embeddings, hypernetworks=hypernetworks,

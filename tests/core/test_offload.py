@@ -131,3 +131,19 @@ def test_medvram_img2img_hires_and_model_switch(tmp_path, models_root, plain):
 def test_always_batch_cond_uncond_does_nothing_as_in_a1111():
     # A1111 1.10's --always-batch-cond-uncond: "does not do anything" (batch_cond_uncond is an option now)
     assert parse(["--always-batch-cond-uncond"]).extra("always_batch_cond_uncond") is True
+
+
+def test_interrogate_frees_the_device_under_medvram(tmp_path, models_root):
+    """A1111 interrogate: lowvram.send_everything_to_cpu() first, so the interrogator has the device's memory."""
+    from PIL import Image
+
+    from tests.fixtures.deepbooru import write_deepbooru_model
+
+    st = _state(tmp_path, models_root, "--medvram")
+    _gen(st)
+    res = st.engine.models.residency
+    assert res.current is not None  # the VAE stayed on the device after the decode
+    write_deepbooru_model(str(tmp_path / "data--medvram"), ["a", "b"], scores=[0.9, 0.1])
+    assert st.interrogators.interrogate(Image.new("RGB", (16, 16)), "deepdanbooru") == "a"
+    assert res.current is None
+    assert _state(tmp_path / "plain", models_root).interrogators.free_device is None

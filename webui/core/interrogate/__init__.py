@@ -94,6 +94,9 @@ class Interrogators:
         self._clip = None
         self._deepbooru = None
         self._lock = threading.RLock()
+        # --medvram/--lowvram: frees the device of the offloaded SD model's part before interrogating (A1111
+        # interrogate: lowvram.send_everything_to_cpu()); set by build_state once the engine exists
+        self.free_device: Callable[[], None] | None = None
 
     @classmethod
     def from_config(cls, config: Any, plan: Any, settings: Any) -> Interrogators:
@@ -132,6 +135,8 @@ class Interrogators:
         """The prompt for ``image`` (a PIL image) by ``model`` ("clip" or "deepdanbooru"), as A1111's API returns it.
 
         Raises UnknownInterrogator for another model name and InterrogatorUnavailable when a file is missing."""
+        if model in INTERROGATE_MODELS and self.free_device is not None:
+            self.free_device()
         if model == "clip":
             return self.clip().interrogate(image)
         if model == "deepdanbooru":

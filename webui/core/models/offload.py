@@ -63,6 +63,12 @@ class Residency:
             torch.nn.Module.to(module, self.offload_device)
             self.current = None
 
+    def send_everything_to_cpu(self) -> None:
+        """A1111 ``lowvram.send_everything_to_cpu``: the part on the device goes back (before another model, such as
+        an interrogator, needs the device's memory); the next forward brings it in again."""
+        if self.current is not None:
+            self.release(self.current)
+
 
 def _hook_class():
     from accelerate.hooks import ModelHook
