@@ -160,3 +160,20 @@ def test_loopback_clip_and_caption_step_blip(clip_client, data_dir, tmp_path):
     # DeepBooru's tags, then BLIP's caption alone (A1111's generate_caption: no CLIP ranking)
     blip = state.interrogators.clip().generate_caption(Image.open(src / "leaf.png").convert("RGB"))
     assert text == r"1girl, blue \(sky\), solo, " + blip
+
+
+def test_a1111_extension_api_names(clip_client):
+    """``modules.deepbooru.model`` and ``modules.shared.interrogator`` (tagger extensions use them) reach the app's
+    interrogators."""
+    from webui.compat import binding
+    from webui.compat.modules import deepbooru, shared
+
+    state = clip_client.app.state.webui
+    binding.bind(state)
+    assert deepbooru.model.tag(IMAGE) == r"1girl, blue \(sky\), solo"
+    deepbooru.model.start()
+    assert deepbooru.model.tag_multi(IMAGE, force_disable_ranks=True) == r"1girl, blue \(sky\), solo"
+    deepbooru.model.stop()
+    caption = shared.interrogator.interrogate(IMAGE)
+    assert caption == state.interrogators.interrogate(IMAGE, "clip")
+    assert caption.startswith(shared.interrogator.generate_caption(IMAGE) + ", ")

@@ -192,6 +192,29 @@ def test_control_routes_reach_every_replica_and_lists_come_from_the_registry(clu
     assert _txt2img(cluster, SD2, 4).json()["images"] == answer.json()["images"]  # loaded again where routed
 
 
+def test_interrogate_and_create_embedding_run_on_a_replica(cluster):
+    """Work that loads a model goes to a replica: the ingress never loads one (nor an interrogator)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from tests.fixtures.deepbooru import write_deepbooru_model
+
+    write_deepbooru_model(str(cluster.data_dir), ["tree", "rating:safe"], scores=[0.8, 0.9])
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(buf, "PNG")
+    r = cluster.post("/sdapi/v1/interrogate", json={"image": base64.b64encode(buf.getvalue()).decode(),
+                                                    "model": "deepdanbooru"})
+    assert r.status_code == 200 and r.json() == {"caption": "tree"}, r.text
+    assert r.headers["X-Replica-Id"] in {x["id"] for x in _replicas(cluster)}
+    r = cluster.post("/sdapi/v1/create/embedding", json={"name": "cluster-emb", "num_vectors_per_token": 2})
+    assert r.status_code == 200 and "cluster-emb" in r.json()["info"], r.text
+    assert (cluster.data_dir / "embeddings" / "cluster-emb.pt").is_file()
+    ingress = cluster.app.state.webui
+    assert ingress.engine.current_model() is None and ingress.interrogators._deepbooru is None
+
+
 def test_back_pressure_answers_503_with_retry_after(cluster):
     # 2 replicas x 4 ongoing + 8 waiting at the ingress = 16 requests at once; beyond that, refused at once
     with ThreadPoolExecutor(24) as pool:

@@ -361,6 +361,12 @@ CLUSTER_ROUTES: tuple[ClusterRoute, ...] = (
     ClusterRoute("/sdapi/v1/extra-single-image", "POST", "to_any"),
     ClusterRoute("/sdapi/v1/extra-batch-images", "POST", "to_any"),
     ClusterRoute("/sdapi/v1/interrogate", "POST", "to_any"),
+    # creating and training embeddings / hypernetworks run the model too: a replica does it and writes the files to
+    # the shared data folder (progress without id_task and interrupt already reach the replica's job)
+    ClusterRoute("/sdapi/v1/create/embedding", "POST", "to_any"),
+    ClusterRoute("/sdapi/v1/create/hypernetwork", "POST", "to_any"),
+    ClusterRoute("/sdapi/v1/train/embedding", "POST", "to_any"),
+    ClusterRoute("/sdapi/v1/train/hypernetwork", "POST", "to_any"),
     ClusterRoute("/sdapi/v1/embeddings", "GET", "to_any"),
     ClusterRoute("/sdapi/v1/progress", "GET", "progress"),
     ClusterRoute("/sdapi/v1/interrupt", "POST", "interrupt"),

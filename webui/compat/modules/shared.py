@@ -303,6 +303,30 @@ cmd_opts = _CmdOpts()
 state = _State()
 
 
+class _Interrogator:
+    """``shared.interrogator`` (A1111 InterrogateModels): the BLIP + CLIP interrogator of the bound app.
+    ``interrogate(pil)`` is the caption with the ranked phrases (what ``/sdapi/v1/interrogate`` model "clip" answers),
+    ``generate_caption(pil)`` BLIP's caption alone. A missing model file raises InterrogatorUnavailable naming it."""
+
+    def interrogate(self, pil_image) -> str:
+        return binding.current().interrogators.interrogate(pil_image.convert("RGB"), "clip")
+
+    def generate_caption(self, pil_image) -> str:
+        return binding.current().interrogators.clip().generate_caption(pil_image.convert("RGB"))
+
+    def categories(self):
+        return binding.current().interrogators.clip().categories()
+
+    def load(self) -> None:
+        binding.current().interrogators.clip().load()
+
+    def unload(self) -> None:
+        binding.current().interrogators.clip().offload()
+
+
+interrogator = _Interrogator()
+
+
 def __getattr__(name: str):
     if name == "sd_model":
         model = binding.current().engine.current_model()
