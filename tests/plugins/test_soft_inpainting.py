@@ -5,6 +5,7 @@ changed when disabled, A1111's blend formula and infotext keys when enabled, its
 from __future__ import annotations
 
 import base64
+import json
 import io
 
 import numpy as np
@@ -219,6 +220,24 @@ def test_api_accepts_the_alwayson_entry_and_lists_it(data_dir):
         assert [a["label"] for a in info[0]["args"]] == [
             "Soft inpainting", "Schedule bias", "Preservation strength", "Transition contrast boost",
             "Mask influence", "Difference threshold", "Difference contrast"]
+        # A1111 apply_infotext: an infotext naming the script's fields sets its args (mentioned_script_args), so a
+        # pasted infotext with soft inpainting on turns it on, with its values; the JSON's alwayson entry wins
+        on, on_info = r.json()["images"][0], r.json()["info"]
+        text = ("a cat\nSteps: 2, Soft inpainting enabled: True, Soft inpainting schedule bias: 1, Soft inpainting "
+                "preservation strength: 0.5, Soft inpainting transition contrast boost: 4, Soft inpainting mask "
+                "influence: 0, Soft inpainting difference threshold: 0.5, Soft inpainting difference contrast: 2")
+        plain = {k: v for k, v in body.items() if k != "alwayson_scripts"}
+        r = client.post("/sdapi/v1/img2img", json={**plain, "infotext": text})
+        assert r.status_code == 200, r.text
+        pixels = lambda b: Image.open(io.BytesIO(base64.b64decode(b))).tobytes()  # noqa: E731
+        assert pixels(r.json()["images"][0]) == pixels(on)
+        assert json.loads(r.json()["info"])["infotexts"] == json.loads(on_info)["infotexts"]  # same values written
+        r = client.post("/sdapi/v1/img2img", json={**plain, "infotext": text.replace("bias: 1,", "bias: 3,")})
+        assert "Soft inpainting schedule bias: 3" in r.json()["info"]
+        r = client.post("/sdapi/v1/img2img", json={**plain, "infotext": text,
+                                                   "alwayson_scripts": {"soft inpainting": {"args": [False]}}})
+        assert "Soft inpainting" not in r.json()["info"]
+        assert "Soft inpainting" not in client.post("/sdapi/v1/img2img", json=plain).json()["info"]
         # txt2img has no such always-on script, as in A1111
         r = client.post("/sdapi/v1/txt2img", json={"prompt": "a", "steps": 1, "width": 64, "height": 64,
                                                     "alwayson_scripts": {"Soft Inpainting": {"args": ON}}})

@@ -323,3 +323,28 @@ def test_script_dropdown_and_alwayson_controls_make_script_args():
     i2i_values = {**BASE, "mode": 0, "init_img": init, f"script_arg_{soft.args_from}": True}
     i2i_args = img2img.to_request(i2i_values, None, i2i_runner).extension_args["script_args"]
     assert i2i_args[soft.args_from] is True and i2i_args[0] == 0
+
+
+def test_scripts_infotext_fields_join_the_paste_table():
+    """A1111 adds each script's infotext_fields to the tab's paste fields: pasting an infotext with soft inpainting
+    on sets its controls (form names script_arg_<position>), converted to each control's type; the API's infotext
+    fills the always-on ones the same way (mentioned_script_args)."""
+    from webui.core.io.infotext import parse_generation_parameters
+    from webui.core.io.paste import paste_values
+    from webui.plugins.builtin.scripts import builtin_script_classes
+    from webui.plugins.scripts import ScriptRunner
+
+    runner = ScriptRunner([cls() for cls in builtin_script_classes()], is_img2img=True)
+    soft = runner.find("Soft Inpainting")
+    params = parse_generation_parameters("a cat\nSteps: 2, Soft inpainting enabled: True, Soft inpainting schedule "
+                                         "bias: 3, Soft inpainting mask influence: 0.25, X Values: \"1, 2\"")
+    values = paste_values(params, [*img2img.PASTE_FIELDS, *runner.paste_fields()])
+    assert values[f"script_arg_{soft.args_from}"] is True
+    assert values[f"script_arg_{soft.args_from + 1}"] == 3 and isinstance(values[f"script_arg_{soft.args_from + 1}"], int)
+    assert values[f"script_arg_{soft.args_from + 4}"] == 0.25
+    xyz = runner.find("X/Y/Z plot")
+    assert values[f"script_arg_{xyz.args_from + 1}"] == "1, 2"  # a selectable script's field: the UI pastes it
+    mentioned = runner.mentioned_args(params)  # the API: always-on scripts only
+    assert mentioned == {soft.args_from: True, soft.args_from + 1: 3, soft.args_from + 4: 0.25}
+    args = runner.script_args(None, [], {"Soft Inpainting": [False]}, mentioned)
+    assert args[soft.args_from:soft.args_from + 2] == (False, 3)

@@ -246,10 +246,50 @@ class ScriptRunner:
     def default_args(self) -> list:
         return [0, *[arg.value if arg is not None else None for arg in self.inputs[1:]]]
 
-    def script_args(self, selected: str | None, selected_args, alwayson: dict[str, list]) -> tuple:
-        """A1111 api.init_script_args: the defaults, the selected script's args over its slice (missing trailing
-        args keep their defaults), each always-on script's args over its own."""
+    def paste_fields(self, *, alwayson_only: bool = False) -> list:
+        """The scripts' ``infotext_fields`` as paste-table entries (``webui.core.io.paste.PasteField``) named
+        ``script_arg_<position>`` (the tab's form names), converted to the type of the arg's default -- what A1111
+        adds to a tab's paste fields from each script, and what its API's ``infotext`` fills (``mentioned_script_args``).
+        An entry names its arg by position within the script or by the ScriptArg itself."""
+        from webui.core.io.paste import Number, PasteField
+
+        out = []
+        for script in self.alwayson_scripts if alwayson_only else [*self.alwayson_scripts, *self.selectable_scripts]:
+            if script.args_from is None:
+                continue
+            own = self.inputs[script.args_from:script.args_to]
+            for target, key in script.infotext_fields or ():
+                if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < len(own):
+                    index = script.args_from + target
+                else:
+                    index = next((script.args_from + i for i, a in enumerate(own) if a is target), None)
+                if index is None or not isinstance(key, str) and not callable(key):
+                    continue
+                arg = self.inputs[index]
+                default = arg.value if arg is not None else None
+                kind = type(default) if isinstance(default, (bool, int, float, str)) else str
+                if kind is int and arg.kind == "slider" and float(arg.step or 1) != int(arg.step or 1):
+                    kind = Number  # a fractional slider whose default is written as an int: 0.25 stays 0.25
+                out.append(PasteField(f"script_arg_{index}", key, kind))
+        return out
+
+    def mentioned_args(self, params: dict) -> dict[int, Any]:
+        """A1111 apply_infotext's ``mentioned_script_args``: {position: value} of the always-on scripts' args that
+        the parsed infotext ``params`` names."""
+        from webui.core.io.paste import paste_values
+
+        values = paste_values(params, self.paste_fields(alwayson_only=True))
+        return {int(name.removeprefix("script_arg_")): value for name, value in values.items()}
+
+    def script_args(self, selected: str | None, selected_args, alwayson: dict[str, list],
+                    mentioned: dict[int, Any] | None = None) -> tuple:
+        """A1111 api.init_script_args: the defaults, the values an infotext mentioned (``mentioned``), the selected
+        script's args over its slice (missing trailing args keep their defaults), each always-on script's args over
+        its own."""
         args = self.default_args()
+        for index, value in (mentioned or {}).items():
+            if 0 < index < len(args):
+                args[index] = value
         if selected:
             script = self.find(selected)
             args[0] = self.selectable_index(selected)

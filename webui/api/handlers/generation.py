@@ -153,7 +153,12 @@ def script_args(state: AppState, body, mode: str) -> dict[str, Any]:
         for parsed in state.plugins.call("prepare_script_args", title=title, args=args, is_img2img=mode != "txt2img",
                                          decode_image=decode_image):
             out.update(parsed)
-    out["script_args"] = runner.script_args(body.script_name, body.script_args, runner_args)
+    mentioned = None
+    if body.infotext:  # A1111 apply_infotext: always-on script args the infotext names (soft inpainting ...)
+        from webui.core.io.infotext import parse_generation_parameters
+
+        mentioned = runner.mentioned_args(parse_generation_parameters(body.infotext))
+    out["script_args"] = runner.script_args(body.script_name, body.script_args, runner_args, mentioned)
     return out
 
 

@@ -34,12 +34,21 @@ class PasteField:
 _NO_CHANGE = object()
 
 
+class Number:
+    """A paste ``kind``: an int when the value is integral, else a float. For a fractional slider whose default is
+    written as an int (A1111 converts to the default's type, so "0.25" into such a slider fails there and is
+    skipped; "1" stays 1, as A1111 writes it back into the infotext)."""
+
+
 def convert(value: Any, kind: type) -> Any:
     """A parsed infotext value as ``kind``; raises TypeError/ValueError when it does not convert."""
     if kind is bool:
         if isinstance(value, str):
             return value.strip().lower() not in ("false", "0", "")
         return bool(value)
+    if kind is Number:
+        number = float(value)
+        return int(number) if number.is_integer() else number
     if kind is int:
         return int(float(value))
     if kind is float:

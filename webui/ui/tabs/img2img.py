@@ -367,7 +367,8 @@ def build(state) -> c.TabUi:
     c.wire_generate(state, NAME, row, form, output,
                     lambda values: make_requests(values, state.plugins, state.scripts_img2img),
                     runner=state.scripts_img2img)
-    ui = c.TabUi(name=NAME, form=form, output=output, paste_fields=PASTE_FIELDS, tab_id=NAME, toprow=row,
+    paste_fields = [*PASTE_FIELDS, *state.scripts_img2img.paste_fields()]  # the scripts' infotext fields too
+    ui = c.TabUi(name=NAME, form=form, output=output, paste_fields=paste_fields, tab_id=NAME, toprow=row,
                   extra_networks=networks)
     ui.image_target = {"img2img": form["init_img"], "inpaint": form["init_img_with_mask"]}
     ui.mode_tabs = mode_tabs

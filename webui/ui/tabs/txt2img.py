@@ -161,7 +161,8 @@ def build(state) -> c.TabUi:
     c.wire_generate(state, NAME, row, form, output,
                     lambda values: [to_request(values, state.plugins, state.scripts_txt2img)],
                     runner=state.scripts_txt2img)
-    return c.TabUi(name=NAME, form=form, output=output, paste_fields=PASTE_FIELDS, tab_id=NAME, toprow=row,
+    paste_fields = [*PASTE_FIELDS, *state.scripts_txt2img.paste_fields()]  # the scripts' infotext fields too
+    return c.TabUi(name=NAME, form=form, output=output, paste_fields=paste_fields, tab_id=NAME, toprow=row,
                    extra_networks=networks)
 
 
