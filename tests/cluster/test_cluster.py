@@ -208,7 +208,8 @@ def test_interrogate_and_create_embedding_run_on_a_replica(cluster):
                                                     "model": "deepdanbooru"})
     assert r.status_code == 200 and r.json() == {"caption": "tree"}, r.text
     assert r.headers["X-Replica-Id"] in {x["id"] for x in _replicas(cluster)}
-    r = cluster.post("/sdapi/v1/create/embedding", json={"name": "cluster-emb", "num_vectors_per_token": 2})
+    r = cluster.post("/sdapi/v1/create/embedding", json={"name": "cluster-emb", "num_vectors_per_token": 2,
+                                                              "overwrite_old": False, "init_text": "*"})
     assert r.status_code == 200 and "cluster-emb" in r.json()["info"], r.text
     assert (cluster.data_dir / "embeddings" / "cluster-emb.pt").is_file()
     ingress = cluster.app.state.webui
