@@ -114,6 +114,31 @@ def test_same_files_same_image_same_prompt_and_images_differ(files, ci):
     assert ci.interrogate(image(seed=2)) != ci.interrogate(image(seed=1))
 
 
+def test_category_lines_are_encoded_once_per_model(files, ci):
+    """The lines' text features do not depend on the image: a second interrogation reuses them (A1111 encodes
+    every line again) and gives what a fresh interrogator gives; a reload encodes again."""
+    ci, opts = ci
+    opts["interrogate_return_ranks"] = True
+    first = ci.interrogate(image(seed=1))
+    calls = []
+    real = ci.clip_model.encode_text
+    ci.clip_model.encode_text = lambda tokens: calls.append(len(tokens)) or real(tokens)
+    second = ci.interrogate(image(seed=2))
+    assert calls == []
+    fresh, fresh_opts = make(files)
+    fresh_opts["interrogate_return_ranks"] = True
+    assert fresh.interrogate(image(seed=2)) == second and ci.interrogate(image(seed=1)) == first
+    opts["interrogate_clip_dict_limit"] = 2  # other lines: encoded
+    try:
+        ci.interrogate(image(seed=1))
+    finally:
+        del ci.clip_model.encode_text
+    assert calls
+    assert fresh._text_features
+    fresh.unload()
+    assert not fresh._text_features
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_ranks_are_clip_softmax_of_100_cosine(files, ci):
     """The (match:score) numbers against an independent computation with open_clip's loader and tokenizer."""
