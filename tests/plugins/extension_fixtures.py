@@ -6,6 +6,11 @@
 - ``twice``: a selectable script ("Twice") whose ``run`` calls ``process_images`` twice (the seed, then seed + 1).
 - ``routes-and-tab``: a FastAPI route added in ``on_app_started`` and a tab added in ``on_ui_tabs``.
 - ``broken``: a script with a syntax error.
+
+``write_page_events`` adds ``page-events``: an always-on script ("Page events", on both tabs, in an InputAccordion
+that switches it on) and a selectable one ("Page events script", txt2img) whose ui() wires events between its own
+components (a checkbox that shows a slider in a row, a button that fills a textbox) and whose process / run write
+the values they get into the infotext.
 """
 
 from __future__ import annotations
@@ -120,6 +125,73 @@ BROKEN = '''
 def broken(:
     pass
 '''
+
+
+PAGE_EVENTS = '''
+import gradio as gr
+
+from modules import scripts
+from modules.processing import process_images
+from modules.ui_components import InputAccordion
+
+
+def controls(prefix):
+    """A checkbox that shows a slider (in a row), and a button that fills a textbox: events between ui()'s own
+    components, which only work when ui() runs inside the page."""
+    checkbox = gr.Checkbox(label=f"{prefix} show strength", value=False, elem_id=f"{prefix}_show")
+    with gr.Row():
+        slider = gr.Slider(label=f"{prefix} strength", minimum=0, maximum=10, step=1, value=3, visible=False,
+                           elem_id=f"{prefix}_strength")
+    text = gr.Textbox(label=f"{prefix} text", value="", elem_id=f"{prefix}_text")
+    button = gr.Button("Fill", elem_id=f"{prefix}_fill")
+    checkbox.change(lambda v: gr.update(visible=v), checkbox, slider)
+    button.click(lambda: "filled", None, text)
+    return [checkbox, slider, text]
+
+
+def write_values(p, name, show, strength, text):
+    p.extra_generation_params[name] = f"{bool(show)}/{int(strength)}/{text}"
+
+
+class PageEvents(scripts.Script):
+    def title(self):
+        return "Page events"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        # A1111's InputAccordion: open is on (its value, a bool)
+        with InputAccordion(False, label="Page events", elem_id=self.elem_id("enabled")) as enabled:
+            return [enabled, *controls("page_events_" + ("img2img" if is_img2img else "txt2img"))]
+
+    def process(self, p, enabled, show, strength, text):
+        if enabled:
+            write_values(p, "Page events", show, strength, text)
+
+
+class PageEventsScript(scripts.Script):
+    def title(self):
+        return "Page events script"
+
+    def show(self, is_img2img):
+        return not is_img2img
+
+    def ui(self, is_img2img):
+        return controls("page_script")
+
+    def run(self, p, show, strength, text):
+        write_values(p, "Page events script", show, strength, text)
+        return process_images(p)
+'''
+
+
+def write_page_events(data_dir: Path) -> Path:
+    """The ``page-events`` fixture extension (see the module's docstring) in ``data_dir``'s extensions/."""
+    path = Path(data_dir) / "extensions" / "page-events" / "scripts" / "page_events.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(PAGE_EVENTS).lstrip(), encoding="utf-8")
+    return path
 
 
 def write_extensions(data_dir: Path) -> Path:

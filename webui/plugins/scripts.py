@@ -89,6 +89,9 @@ class Script:
     setup_for_ui_only = False  # A1111: setup() runs only for requests made in the UI
     infotext_fields: list | None = None  # [(arg index or ScriptArg, infotext key)] for pasting
     paste_field_names: list | None = None
+    # the controls the page builds put themselves in an accordion (an A1111 extension's ui() that makes one): the
+    # page then gives the always-on script a plain group, as A1111, not an accordion named after the script
+    own_accordion = False
 
     def title(self) -> str:
         """The name in the Script dropdown and in ``script_name`` / ``alwayson_scripts`` (case-insensitive)."""
@@ -104,6 +107,12 @@ class Script:
         """The script's controls as ScriptArgs (what the runner and /script-info read): ``ui()`` here; A1111
         extension scripts (``webui.compat``) turn the gradio components their ui() makes into ScriptArgs."""
         return self.ui(is_img2img)
+
+    def page_controls(self, is_img2img: bool, args: list[ScriptArg]) -> list | None:
+        """The script's controls made on the page by the script itself, one gradio component per ScriptArg of
+        ``args``, or None: the page builds them from ``args``. Called while the page is built, inside the script's
+        group or accordion; A1111 extension scripts (``webui.compat``) call their ui() here."""
+        return None
 
     def run(self, p, *args):
         """The selected script's job: change ``p`` and call ``process_images(p)`` as often as it needs; return a

@@ -4,6 +4,7 @@ progress bar and live preview while it runs, then the gallery and infotext -- or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -335,7 +336,7 @@ def connect_reuse_seed(seed, reuse, output: OutputPanel, *, is_subseed: bool) ->
 
 def script_controls(form: common.Form, tab: str, runner, state=None) -> None:
     """A1111's Script dropdown ("None" and the tab's selectable scripts) and, under it, each script's controls
-    (built from its ScriptArg list), shown only while that script is selected. Form names: ``script`` and
+    (``script_arg_controls``), shown only while that script is selected. Form names: ``script`` and
     ``script_arg_<position in the job's script_args>``."""
     titles = [s.title() for s in runner.selectable_scripts] if runner is not None else []
     dropdown = form.add("script", gr.Dropdown(label="Script", choices=["None", *titles], value="None",
@@ -343,13 +344,50 @@ def script_controls(form: common.Form, tab: str, runner, state=None) -> None:
     groups = []
     for script in runner.selectable_scripts if runner is not None else []:
         with gr.Group(visible=False, elem_id=script.elem_id("group")) as group:
-            for index in range(script.args_from, script.args_to):
-                form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index],
-                                                                     f"{script.elem_id('')}{index}", state))
+            script_arg_controls(group, script, runner, form, state)
         groups.append(group)
     if groups:
         dropdown.change(lambda title: [gr.update(visible=title == t) for t in titles], dropdown, groups,
                         show_progress="hidden")
+
+
+def script_arg_controls(container, script, runner, form: common.Form, state=None) -> None:
+    """One script's controls inside ``container`` (its group or accordion, the current render context), registered
+    as the form's ``script_arg_<position>``: the ones the script makes on the page itself (an A1111 extension's
+    ui(), with its layout and events, as A1111 calls it inside its page), else built from its ScriptArgs. When the
+    script's own fail (its ui() raises, or makes other controls than at start) the failure is recorded on its
+    extension, what it had made is hidden, and the controls are built from the ScriptArgs: the page always builds."""
+    if script.args_from is None:  # ui() made no controls at start
+        return
+    args = runner.inputs[script.args_from:script.args_to]
+    made = len(container.children)
+    try:
+        controls = script.page_controls(runner.is_img2img, args)
+    except Exception as e:
+        extension = getattr(script, "extension", None)
+        if extension is None:  # our own scripts' controls are our code: a failure is a bug to see
+            raise
+        extension.report("script ui() on the page", script.filename, e)
+        for block in container.children[made:]:
+            block.visible = False
+            block.do_not_save_to_config = True  # not the defaults of ui-config.json (webui/ui/ui_config.py)
+        controls = None
+    if controls is not None:
+        for offset, index in enumerate(range(script.args_from, script.args_to)):
+            form.add(f"script_arg_{index}", controls[offset])
+        return
+    # an always-on script whose own accordion is gone gets one named after it, as the scripts without one
+    wrap = gr.Accordion(_accordion_label(script), open=False, elem_id=script.elem_id("accordion")) \
+        if script.alwayson and script.own_accordion else contextlib.nullcontext()
+    with wrap:
+        for index in range(script.args_from, script.args_to):
+            form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index],
+                                                                 f"{script.elem_id('')}{index}", state))
+
+
+def _accordion_label(script) -> str:
+    """A script may name its accordion apart from its title (Dynamic Prompts: its title carries its version)."""
+    return getattr(script, "accordion_label", None) or script.title()
 
 
 def script_arg_component(arg, elem_id: str, state=None):
@@ -405,16 +443,17 @@ def selected_script_args(values: dict, runner) -> tuple:
 
 def alwayson_scripts_ui(state, form: common.Form, tab: str, runner=None) -> None:
     """The always-on scripts' controls under the generation parameters (A1111's AlwaysVisible scripts' ui()): the
-    runner's (an accordion each; Refiner, Seed and Sampler are the tab's own controls) and the plugins'."""
+    runner's (an accordion each, or a group around the script's own accordion; Refiner, Seed and Sampler are the
+    tab's own controls) and the plugins'."""
     for script in runner.alwayson_scripts if runner is not None else []:
         if script.setup_for_ui_only or script.args_to == script.args_from:
             continue
-        # a script may name its accordion apart from its title (Dynamic Prompts: its title carries its version)
-        with gr.Accordion(getattr(script, "accordion_label", None) or script.title(), open=False,
-                          elem_id=script.elem_id("accordion")):
-            for index in range(script.args_from, script.args_to):
-                form.add(f"script_arg_{index}", script_arg_component(runner.inputs[index],
-                                                                     f"{script.elem_id('')}{index}", state))
+        if script.own_accordion:  # A1111: the script's own accordion (or InputAccordion) in a plain group
+            container = gr.Group(elem_id=script.elem_id("group"))
+        else:
+            container = gr.Accordion(_accordion_label(script), open=False, elem_id=script.elem_id("accordion"))
+        with container:
+            script_arg_controls(container, script, runner, form, state)
     if state.plugins is not None:
         state.plugins.call("ui_alwayson", state=state, form=form, tab=tab)
 

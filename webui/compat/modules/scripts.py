@@ -1,11 +1,18 @@
 """A1111 ``modules.scripts``: the ``Script`` base class extensions subclass, ``AlwaysVisible``, ``basedir()``, the
 hook argument classes, and ``scripts_txt2img`` / ``scripts_img2img`` (the running app's script runners).
 
-An extension's Script is our :class:`webui.plugins.scripts.Script` with A1111's extras: its ``ui(is_img2img)``
-returns gradio components, which are created once, inside a scratch ``gr.Blocks`` at start, and read back as our
-``ScriptArg`` list (label, default, limits, choices): the API's /script-info and ``script_args`` positions and the
-page's controls come from that list, as for our own scripts. Events an extension wires between its components in
-``ui()`` are therefore not carried to the page (docs/extensions.md).
+An extension's Script is our :class:`webui.plugins.scripts.Script` with A1111's extras. Its ``ui(is_img2img)``
+returns gradio components and runs twice, as the two halves of A1111's ``create_script_ui``:
+
+- at start, inside a scratch ``gr.Blocks``: the components are read back as our ``ScriptArg`` list (label, default,
+  limits, choices). That list is what the API's /script-info lists and how ``script_args`` are placed, with or
+  without a page (``--nowebui``);
+- when the page is built (``page_controls``), inside the page, in the script's group (a selectable script) or its
+  accordion (an always-on one; a plain group when ui() makes its own accordion or ``InputAccordion``, as in A1111).
+  The layout it makes and the events it wires between its components are the page's, and its components are the
+  controls Generate reads. When that second call raises, or returns other controls than the first (their number or
+  kinds: a ui() that is not deterministic), the problem is recorded on the extension and the page builds the
+  script's controls from the ScriptArg list instead, with none of the extension's events (docs/extensions.md).
 """
 
 from __future__ import annotations
@@ -55,21 +62,40 @@ class Script(_ours.Script):
     group = None
     create_group = True
     section = None
+    controls = None  # A1111: the components of the latest ui() call
 
     def ui(self, is_img2img):
         return None
 
     def script_arg_list(self, is_img2img):
-        """``ui()``'s gradio components as our ScriptArg list (None when ui() returns None)."""
+        """``ui()``'s gradio components as our ScriptArg list (None when ui() returns None), made in a scratch
+        Blocks at start. Also notes whether ui() makes its own accordion (``own_accordion``)."""
         import gradio as gr
 
-        with gr.Blocks(analytics_enabled=False):
-            components = self.ui(is_img2img)
+        with gr.Blocks(analytics_enabled=False) as scratch:
+            components = _control_list(self.ui(is_img2img))
         if components is None:
             return None
-        if isinstance(components, dict):
-            components = list(components.values())
-        return [script_arg_from(c) for c in components]
+        self.own_accordion = _makes_accordion(scratch)
+        args = [script_arg_from(c) for c in components]
+        self.controls = components  # A1111's script.controls: the components of the latest ui() call
+        return args
+
+    def page_controls(self, is_img2img, args):
+        """A1111 calls ui() inside the page: called again here, in the page's container for this script, so its
+        layout and the events it wires are the page's. Its components must be the controls of ``args`` (the
+        ScriptArgs read at start): the same number and kinds, else this raises and the page builds the controls
+        from ``args``."""
+        controls = _control_list(self.ui(is_img2img))
+        if controls is None:
+            raise ValueError("ui() returned None on the page but components at start")
+        kinds = [script_arg_from(c).kind for c in controls]
+        expected = [a.kind for a in args]
+        if kinds != expected:
+            raise ValueError(f"ui() made other controls on the page than at start: {len(kinds)} {kinds} against "
+                             f"{len(expected)} {expected} (a ui() whose controls change between calls)")
+        self.controls = controls
+        return controls
 
     @property
     def name(self) -> str:
@@ -92,6 +118,26 @@ class Script(_ours.Script):
         pass
 
 
+def _control_list(components):
+    """ui()'s result as a list (A1111 also takes a dict's values), or None."""
+    if components is None:
+        return None
+    if isinstance(components, dict):
+        return list(components.values())
+    return list(components)
+
+
+def _makes_accordion(blocks) -> bool:
+    """Whether the components ui() made sit in an accordion of its own at its top level (gr.Accordion, or the
+    accordion of an InputAccordion), looking through single wrapping groups, rows and columns."""
+    import gradio as gr
+
+    children = list(blocks.children)
+    while len(children) == 1 and not isinstance(children[0], gr.Accordion) and hasattr(children[0], "children"):
+        children = list(children[0].children)
+    return any(isinstance(c, gr.Accordion) for c in children)
+
+
 def script_arg_from(component) -> ScriptArg:
     """One gradio component as a ScriptArg: kind from its class, label, default value, limits and choices."""
     cls = type(component).__name__.lower()
@@ -110,8 +156,17 @@ def script_arg_from(component) -> ScriptArg:
         step=getattr(component, "step", None), choices=choices, lines=getattr(component, "lines", 1) or 1,
         multiselect=bool(getattr(component, "multiselect", False)), type=getattr(component, "type", "value")
         if kind in ("dropdown", "radio", "checkboxgroup") else "value",
-        visible=getattr(component, "visible", True) is not False, info=getattr(component, "info", None),
+        visible=_visible(component), info=getattr(component, "info", None),
     )
+
+
+def _visible(component) -> bool:
+    """An InputAccordion's checkbox is always hidden: whether it shows is its accordion's visibility."""
+    from webui.compat.modules.ui_components import InputAccordion
+
+    shown = component.accordion.visible if isinstance(component, InputAccordion) else getattr(component, "visible",
+                                                                                                 True)
+    return shown is not False
 
 
 class _RunnerView:
