@@ -408,14 +408,43 @@ def on_ui_settings():
         shared.opts.add_option(key, shared.OptionInfo(default, label, section=SECTION))
 
 
+def _stored_option(key: str):
+    """An option's stored value through A1111's ``shared.opts`` (the tab is outside any job), else its default."""
+    from modules import shared
+
+    value = getattr(shared.opts, key, None)
+    return OPTION_DEFAULTS[key] if value is None else value
+
+
 def _register_callbacks() -> None:
     """As the extension registers its callbacks when the web UI loads its script (the loader runs this file once
-    per start); a plain import outside the loader (a test importing the file by path) registers nothing."""
+    per start); a plain import outside the loader (a test importing the file by path) registers nothing.
+
+    The Wildcards Manager tab lives in this extension's ``sddp_wildcards`` package, imported here while the loader
+    has the extension's folder on ``sys.path`` (A1111's way for an extension's own modules)."""
     try:
         from modules import script_callbacks
     except ImportError:
         return
+    from sddp_wildcards import tab as wildcards_tab
+
+    def context():
+        from modules import paths
+
+        return wildcards_tab.Context(
+            folder=wildcard_dir(_StoredOptions()), wrap=_stored_option("dp_parser_wildcard_wrap"),
+            extension_dir=EXTENSION_DIR,
+            extension_dirs=(Path(paths.extensions_dir), Path(paths.extensions_builtin_dir)))
+
     script_callbacks.on_ui_settings(on_ui_settings)
+    script_callbacks.on_ui_tabs(lambda: wildcards_tab.build(context))
+
+
+class _StoredOptions:
+    """``get(key)`` over the stored options, the interface :func:`option` reads (a job's ``p.opts`` has it)."""
+
+    def get(self, key: str):
+        return _stored_option(key)
 
 
 _register_callbacks()
