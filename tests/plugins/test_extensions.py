@@ -282,3 +282,98 @@ def test_installers_sys_path_and_disable_all_option(data_dir, monkeypatch):
     (data_dir / "config.json").write_text(json.dumps({"disable_all_extensions": "all"}))
     app = _app(data_dir)
     assert app.state.webui.extensions.active() == [] and not any(e.loaded for e in app.state.webui.extensions.all)
+
+
+FLAKY_UI = '''
+import gradio as gr
+
+from modules import scripts
+
+
+class FlakyUi(scripts.Script):
+    """Always on; its ui() makes one more control on its second call (the page's) than on its first (start's)."""
+
+    def title(self):
+        return "Flaky UI"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        self.calls = getattr(self, "calls", 0) + 1
+        tab = "img2img" if is_img2img else "txt2img"
+        with gr.Accordion("Flaky UI", elem_id=f"flaky_accordion_{tab}_{self.calls}"):
+            on = gr.Checkbox(label="Flaky on", value=False, elem_id=f"flaky_on_{tab}_{self.calls}")
+            text = gr.Textbox(label="Flaky text", value="x")
+            made = [on, text] + ([gr.Slider(label="Flaky extra")] if self.calls > 1 else [])
+        return made
+
+    def process(self, p, on, text):
+        if on:
+            p.extra_generation_params["Flaky"] = text
+
+
+class RaisingUi(scripts.Script):
+    """Selectable (txt2img); its ui() raises on its second call, after making a control."""
+
+    def title(self):
+        return "Raising UI"
+
+    def show(self, is_img2img):
+        return not is_img2img
+
+    def ui(self, is_img2img):
+        self.calls = getattr(self, "calls", 0) + 1
+        box = gr.Textbox(label="Raising text", value="r", elem_id=f"raising_text_{self.calls}")
+        if self.calls > 1:
+            raise RuntimeError("boom on the page")
+        return [box]
+'''
+
+
+def test_page_ui_fallback_when_ui_changes_or_raises(data_dir):
+    """An extension's ui() runs again inside the page (A1111); when that second call makes other controls than the
+    first, or raises, the problem is recorded on the extension and the page still builds, with the script's
+    controls made from the ScriptArgs of the first call -- the ones Generate reads -- and what the failed call made
+    hidden. /script-info and script_args keep the first call's arguments."""
+    root = data_dir / "extensions" / "flaky-ui" / "scripts"
+    root.mkdir(parents=True)
+    (root / "flaky.py").write_text(FLAKY_UI)
+    app = build_app(parse(["--api", "--data-dir", str(data_dir), "--skip-load-model-at-start"]))
+    with TestClient(app) as c:
+        state = app.state.webui
+        errors = state.extensions.get("flaky-ui").errors
+        stages = [(e.stage, e.message) for e in errors]
+        # Flaky on both tabs (the same failure, recorded once) and Raising
+        assert [s for s, _ in stages] == ["script ui() on the page"] * 2, stages
+        assert any("other controls on the page than at start: 3" in m for _, m in stages), stages
+        assert any("boom on the page" in m for _, m in stages), stages
+
+        assert c.get("/").status_code == 200
+        config = c.get("/config").json()
+        by_elem = {comp["props"].get("elem_id"): comp for comp in config["components"] if comp.get("props")}
+        runner = state.scripts_txt2img
+        flaky, raising = runner.find("Flaky UI"), runner.find("Raising UI")
+        # the fallback: controls built from the ScriptArgs, in an accordion named after the script
+        fallback = [by_elem[f"{flaky.elem_id('')}{i}"] for i in range(flaky.args_from, flaky.args_to)]
+        assert [(f["type"], f["props"]["label"]) for f in fallback] == [("checkbox", "Flaky on"),
+                                                                         ("textbox", "Flaky text")]
+        assert by_elem[flaky.elem_id("accordion")]["props"]["visible"] is True
+        assert by_elem[flaky.elem_id("group")]["props"]["visible"] is True
+        # what the page's call made is hidden, and not what Generate reads
+        assert by_elem["flaky_accordion_txt2img_2"]["props"]["visible"] is False
+        assert by_elem["raising_text_2"]["props"]["visible"] is False
+        raising_fallback = by_elem[f"{raising.elem_id('')}{raising.args_from}"]
+        assert raising_fallback["type"] == "textbox" and raising_fallback["props"]["visible"] is True
+        generate = by_elem["txt2img_generate"]["id"]
+        deps = [d for d in config["dependencies"] if [generate, "click"] in [list(t) for t in d["targets"]]]
+        inputs = {i for d in deps for i in d["inputs"]}
+        assert {f["id"] for f in fallback} | {raising_fallback["id"]} <= inputs
+        assert by_elem["flaky_on_txt2img_2"]["id"] not in inputs and by_elem["raising_text_2"]["id"] not in inputs
+
+        # the API's view is the start's: two args, and they still place and work
+        info = {(i["name"], i["is_img2img"]): i for i in c.get("/sdapi/v1/script-info").json()}
+        assert [a["label"] for a in info[("flaky ui", False)]["args"]] == ["Flaky on", "Flaky text"]
+        r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"Flaky UI": {"args": [True, "yes"]}}})
+        assert r.status_code == 200, r.text
+        assert "Flaky: yes" in json.loads(r.json()["info"])["infotexts"][0]

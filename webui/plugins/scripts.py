@@ -92,6 +92,7 @@ class Script:
     # the controls the page builds put themselves in an accordion (an A1111 extension's ui() that makes one): the
     # page then gives the always-on script a plain group, as A1111, not an accordion named after the script
     own_accordion = False
+    no_controls = False  # ui() returned None (not an empty list), set by the runner: A1111 then keeps its class name
 
     def title(self) -> str:
         """The name in the Script dropdown and in ``script_name`` / ``alwayson_scripts`` (case-insensitive)."""
@@ -214,7 +215,9 @@ class ScriptRunner:
             self.scripts.append(script)
         for script in [*self.alwayson_scripts, *self.selectable_scripts]:  # A1111's order of ui creation
             try:
-                args = list(script.script_arg_list(is_img2img) or [])
+                made = script.script_arg_list(is_img2img)
+                script.no_controls = made is None  # read by /scripts: ui() is not called again for every request
+                args = list(made or [])
             except Exception as e:
                 if getattr(script, "extension", None) is None:
                     raise

@@ -110,7 +110,7 @@ def _api_name(state, mode: str, title: str) -> str:
     keeps its class's ``name`` (A1111's create_script_ui_inner returns before lower-casing it), e.g. "Hypertile"."""
     runner = runner_for(state, mode)
     script = runner.find(title)
-    if script is not None and getattr(script, "name", None) and script.script_arg_list(runner.is_img2img) is None:
+    if script is not None and getattr(script, "name", None) and script.no_controls:
         return script.name
     return title.lower()
 
