@@ -10,6 +10,10 @@ i's prompt from image i's seed (the same seed gives the same prompt), combinator
 extension's seeds (``get_seeds``). "Template" / "Negative Template" go to the infotext with option
 ``dp_write_raw_template``.
 
+The extension's Wildcards Manager tab (list, edit, save, delete wildcards; copy a collection from a local folder)
+is this extension's ``sddp_wildcards`` package, added through ``on_ui_tabs`` in :func:`_register_callbacks`. A
+fresh WildcardManager per job means what the tab saves is used by the next prompt.
+
 Not available here, and refused with a message naming the control: Magic prompt (it downloads a text-generation
 model from the Hugging Face hub at run time) and I'm feeling lucky (it queries lexica.art); this server never
 downloads models or reaches the internet while generating. The attention grabber uses the library's built-in
