@@ -223,6 +223,13 @@ def test_collections_none_bundled_and_a_local_folder_copied(folder, tmp_path):
     (real / "collections" / "nsp").mkdir(parents=True)
     assert tab.collection_choices(ctx)[0] == ["nsp"]
 
+    # a server reachable from the network (without --enable-insecure-extension-access) takes no folder from the page
+    locked = _ctx(folder, extension_dirs=(tmp_path / "extensions",), folder_naming=False)
+    choices, note = tab.collection_choices(locked, str(source))
+    assert choices == [] and "Naming a server folder is disabled" in note
+    assert "Naming a server folder is disabled" in tab.copy_collection(locked, "jumbo", True, str(source))[0]
+    assert tab.collection_choices(locked)[0] == ["nsp"]
+
 
 def test_tab_handlers(folder):
     ctx = _ctx(folder)

@@ -433,12 +433,14 @@ def _register_callbacks() -> None:
     from sddp_wildcards import tab as wildcards_tab
 
     def context():
-        from modules import paths
+        from modules import paths, shared
 
+        flags = shared.cmd_opts
         return wildcards_tab.Context(
             folder=wildcard_dir(_StoredOptions()), wrap=_stored_option("dp_parser_wildcard_wrap"),
             extension_dir=EXTENSION_DIR,
-            extension_dirs=(Path(paths.extensions_dir), Path(paths.extensions_builtin_dir)))
+            extension_dirs=(Path(paths.extensions_dir), Path(paths.extensions_builtin_dir)),
+            folder_naming=not (flags.disable_extension_access or getattr(flags, "hide_ui_dir_config", False)))
 
     script_callbacks.on_ui_settings(on_ui_settings)
     script_callbacks.on_ui_tabs(lambda: wildcards_tab.build(context))

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 TITLE = "Wildcards Manager"
 ELEM_ID = "sddp-wildcard-manager"  # the original's tab id
 
+FOLDER_NAMING_OFF = (
+    "Naming a server folder is disabled on a server reachable from the network (--listen, --share, ...) unless it "
+    "runs with --enable-insecure-extension-access, and with --hide-ui-dir-config."
+)
+
 NO_COLLECTIONS = (
     "No collections are bundled with this built-in Dynamic Prompts: the original extension ships a collections/ "
     "folder (jumbo, parrotzone, ...) in its download, and this server downloads nothing. To copy a collection, "
@@ -43,6 +48,10 @@ class Context:
     wrap: str  # option dp_parser_wildcard_wrap ("__")
     extension_dir: Path  # this extension's folder (a collections/ there would be offered)
     extension_dirs: tuple[Path, ...] = ()  # extensions/ folders, for an installed copy of the real extension
+    # whether a page user may name a server folder to copy collections from: not on a server reachable from the
+    # network unless allowed (A1111's disable_extension_access: --listen/--share without
+    # --enable-insecure-extension-access), nor with --hide-ui-dir-config
+    folder_naming: bool = True
 
 
 # -- the tree ------------------------------------------------------------------------------------------------------
@@ -186,6 +195,8 @@ def delete_all(ctx: Context, confirmed: bool, search: str = "") -> tuple[str, st
 
 def collection_choices(ctx: Context, extra: str = "") -> tuple[list[str], str]:
     """(collection labels, note) for the collection dropdown."""
+    if extra and extra.strip() and not ctx.folder_naming:
+        return [], message(FOLDER_NAMING_OFF, error=True)
     if extra and extra.strip() and not Path(extra.strip()).expanduser().is_dir():
         return ([], message(f"{extra.strip()} is not a folder on this server. {NO_COLLECTIONS}", error=True))
     found = files.collections(files.collection_roots(ctx.extension_dir, list(ctx.extension_dirs), extra))
@@ -196,6 +207,8 @@ def collection_choices(ctx: Context, extra: str = "") -> tuple[list[str], str]:
 
 def copy_collection(ctx: Context, label: str, overwrite: bool, extra: str = "", search: str = "") -> tuple[str, str]:
     """Copy a collection into the wildcards folder: (status, tree)."""
+    if extra and extra.strip() and not ctx.folder_naming:
+        return message(FOLDER_NAMING_OFF, error=True), tree_html(ctx, search)
     found = files.collections(files.collection_roots(ctx.extension_dir, list(ctx.extension_dirs), extra))
     if not found:
         return message(NO_COLLECTIONS, error=True), tree_html(ctx, search)
@@ -252,7 +265,8 @@ def build(context: Callable[[], Context]):
                 with gr.Accordion("Collection actions", open=False):
                     collections_folder = gr.Textbox(
                         label="Collections folder", elem_id="sddp-wildcard-collections-folder",
-                        placeholder="a folder of collection folders (none is bundled here)")
+                        placeholder="a folder of collection folders (none is bundled here)",
+                        interactive=ctx().folder_naming)
                     choices, note = collection_choices(ctx())
                     collection = gr.Dropdown(choices=choices, value=None, label="Select a collection",
                                              elem_id="sddp-wildcard-collection")
