@@ -92,7 +92,16 @@ def main() -> int:
         print("categories:", ", ".join(f"{c.name} ({min(len(c.items), args.dict_limit or len(c.items))} lines)"
                                        for c in cats))
         _timed("interrogate clip (caption + ranking), first call", lambda: it.interrogate(image, "clip"))
-        _timed("interrogate clip, second call", lambda: it.interrogate(image, "clip"))
+        _timed("interrogate clip, second call (the lines' features cached)", lambda: it.interrogate(image, "clip"))
+        ci = it.clip()
+        ci.load()
+        with torch.no_grad():
+            clip_image = ci.clip_preprocess(image).unsqueeze(0).type(ci.dtype).to(ci.device)
+            feats = _timed("  of which: CLIP image features", lambda: ci.clip_model.encode_image(clip_image))
+            feats = feats / feats.norm(dim=-1, keepdim=True)
+            _timed("  of which: ranking the cached lines",
+                   lambda: [ci.rank(feats, c.items, c.topn) for c in ci.categories()])
+        _timed("  of which: BLIP caption", lambda: ci.generate_caption(image))
         _timed("interrogate deepdanbooru, first call (load)", lambda: it.interrogate(image, "deepdanbooru"))
         _timed("interrogate deepdanbooru, second call", lambda: it.interrogate(image, "deepdanbooru"))
         print(f"device {it.device}, dtype {it.dtype}, torch threads {torch.get_num_threads()}")
