@@ -377,3 +377,46 @@ def test_page_ui_fallback_when_ui_changes_or_raises(data_dir):
         r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"Flaky UI": {"args": [True, "yes"]}}})
         assert r.status_code == 200, r.text
         assert "Flaky: yes" in json.loads(r.json()["info"])["infotexts"][0]
+
+
+PASTE_EXT = '''
+import gradio as gr
+from modules import scripts
+
+
+class Script(scripts.Script):
+    def title(self):
+        return "Paste Ext"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        on = gr.Checkbox(False, label="Paste ext on")
+        strength = gr.Slider(0, 1, value=0.5, step=0.05, label="Paste ext strength")
+        # A1111's form: (component, infotext key or function of the parsed params)
+        self.infotext_fields = [(on, "Paste ext on"), (strength, lambda d: d.get("Paste ext strength"))]
+        return [on, strength]
+
+    def process(self, p, on, strength):
+        if on:
+            p.extra_generation_params["Paste ext on"] = on
+            p.extra_generation_params["Paste ext strength"] = strength
+'''
+
+
+def test_extension_infotext_fields_naming_components(data_dir):
+    """An extension's infotext_fields name the gradio components its ui() returned: the API's infotext fills those
+    args (A1111 mentioned_script_args), converted to each control's type; the JSON's alwayson entry wins."""
+    root = data_dir / "extensions" / "paste-ext" / "scripts"
+    root.mkdir(parents=True)
+    (root / "paste_ext.py").write_text(PASTE_EXT)
+    with TestClient(_app(data_dir)) as c:
+        text = "a cat\nSteps: 1, Paste ext on: True, Paste ext strength: 0.7"
+        r = c.post("/sdapi/v1/txt2img", json={**BODY, "infotext": text})
+        assert r.status_code == 200, r.text
+        assert "Paste ext on: True, Paste ext strength: 0.7" in json.loads(r.json()["info"])["infotexts"][0]
+        r = c.post("/sdapi/v1/txt2img", json={**BODY, "infotext": text,
+                                              "alwayson_scripts": {"Paste Ext": {"args": [False]}}})
+        assert "Paste ext" not in json.loads(r.json()["info"])["infotexts"][0]
+        assert "Paste ext" not in json.loads(c.post("/sdapi/v1/txt2img", json=BODY).json()["info"])["infotexts"][0]

@@ -262,7 +262,8 @@ class ScriptRunner:
         """The scripts' ``infotext_fields`` as paste-table entries (``webui.core.io.paste.PasteField``) named
         ``script_arg_<position>`` (the tab's form names), converted to the type of the arg's default -- what A1111
         adds to a tab's paste fields from each script, and what its API's ``infotext`` fills (``mentioned_script_args``).
-        An entry names its arg by position within the script or by the ScriptArg itself."""
+        An entry names its arg by position within the script, by the ScriptArg itself, or (A1111 extensions) by the
+        gradio component its ui() returned."""
         from webui.core.io.paste import Number, PasteField
 
         out = []
@@ -270,11 +271,15 @@ class ScriptRunner:
             if script.args_from is None:
                 continue
             own = self.inputs[script.args_from:script.args_to]
+            # an A1111 extension names its gradio components: those of its latest ui() call (``controls``)
+            controls = list(getattr(script, "controls", None) or ())
             for target, key in script.infotext_fields or ():
                 if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < len(own):
                     index = script.args_from + target
                 else:
                     index = next((script.args_from + i for i, a in enumerate(own) if a is target), None)
+                    if index is None:
+                        index = next((script.args_from + i for i, c in enumerate(controls) if c is target), None)
                 if index is None or not isinstance(key, str) and not callable(key):
                     continue
                 arg = self.inputs[index]
