@@ -106,6 +106,15 @@ def test_edit_a_wildcard_in_the_tab_and_generate_with_it(wc_page, wildcards_serv
     assert not (folder / "animals").exists()
     expect(tree).to_contain_text("No wildcard name contains")
 
+    # a file added behind the page's back shows when the tab is opened again
+    page.fill("#sddp-wildcard-search textarea, #sddp-wildcard-search input", "")
+    expect(tree).to_contain_text("1 wildcard in")
+    (folder / "added.txt").write_text("x\n")
+    expect(tree.locator(".sddp-wildcard[data-name='added']")).to_have_count(0)
+    open_tab(page, "txt2img")
+    open_tab(page, "Wildcards Manager")
+    expect(tree.locator(".sddp-wildcard[data-name='added']")).to_be_visible()
+
     # no collections are bundled: the collection actions say so
     page.get_by_text("Collection actions").click()
     expect(page.locator("#sddp-wildcard-collections-note")).to_contain_text("No collections are bundled")

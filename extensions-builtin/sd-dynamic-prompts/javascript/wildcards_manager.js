@@ -2,7 +2,16 @@
 // click on a wildcard puts its name where the tab's hidden select button reads it (that button's js), and clicks
 // the button, whose Python handler loads the wildcard into the editor. The two Delete buttons ask first.
 document.addEventListener("click", function (event) {
-    const item = event.target && event.target.closest ? event.target.closest("#sddp-wildcard-tree .sddp-wildcard") : null;
+    if (!event.target || !event.target.closest) return;
+    // opening the tab reads the folder again (the original refreshes its tree on every tab change)
+    const tabButton = event.target.closest("button[role='tab']");
+    if (tabButton && (tabButton.id === "tab_sddp-wildcard-manager-button" ||
+                      tabButton.textContent.trim() === "Wildcards Manager")) {
+        const refresh = document.getElementById("sddp-wildcard-load-tree-button");
+        if (refresh) refresh.click();
+        return;
+    }
+    const item = event.target.closest("#sddp-wildcard-tree .sddp-wildcard");
     if (!item) return;
     event.preventDefault();
     window.sddpWildcardSelection = item.dataset.name || "";

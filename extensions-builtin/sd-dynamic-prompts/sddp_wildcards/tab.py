@@ -303,17 +303,16 @@ def build(context: Callable[[], Context]):
         search.change(lambda s: tree_html(ctx(), s), [search], [tree], show_progress="hidden",
                       trigger_mode="always_last")
 
-        def on_refresh(s, extra):
+        def on_refresh(s, extra, selected):
             c = ctx()
             labels, text = collection_choices(c, extra)
-            return tree_html(c, s), gr.update(choices=labels, value=None), text
+            return (tree_html(c, s), gr.update(choices=labels, value=selected if selected in labels else None),
+                    text)
 
-        refresh.click(on_refresh, [search, collections_folder], [tree, collection, collections_note],
-                      show_progress="hidden")
-        collections_folder.submit(on_refresh, [search, collections_folder], [tree, collection, collections_note],
-                                  show_progress="hidden")
-        collections_folder.blur(on_refresh, [search, collections_folder], [tree, collection, collections_note],
-                                show_progress="hidden")
+        refresh_io = ([search, collections_folder, collection], [tree, collection, collections_note])
+        refresh.click(on_refresh, *refresh_io, show_progress="hidden")
+        collections_folder.submit(on_refresh, *refresh_io, show_progress="hidden")
+        collections_folder.blur(on_refresh, *refresh_io, show_progress="hidden")
         save_button.click(lambda f, k, t, s: save(ctx(), f, k, t, s), [file, key, editor, search],
                           [name, file, status, tree], show_progress="hidden")
         delete_button.click(lambda f, k, c, s: delete(ctx(), f, k, c, s), [file, key, confirmed, search],
