@@ -301,7 +301,7 @@ def test_the_tab_is_registered_by_the_loaded_extension(tmp_path, models_root):
     assert ext is not None and not ext.errors
     assert any(path.endswith(os.path.join("javascript", "wildcards_manager.js")) for path in ext.javascript)
     tabs = state.plugins.call("on_ui_tabs", state=state)
-    (blocks, title, elem_id), = [t for group in tabs for t in group if t[1] == "Wildcards Manager"]
+    (blocks, _title, elem_id), = [t for group in tabs for t in group if t[1] == "Wildcards Manager"]
     assert elem_id == "sddp-wildcard-manager"
     ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
     assert {"sddp-wildcard-tree", "sddp-wildcard-file-editor", "sddp-wildcard-save-button",

@@ -26,7 +26,7 @@ def wildcards_server(models_root, tmp_path_factory):
     (folder / "styles.yaml").write_text("colors:\n  warm: [red, orange]\n")
     (data / "config.json").write_text(json.dumps({"sd_model_checkpoint": "tiny-sd15.safetensors",
                                                   "wildcard_dir": str(folder)}))
-    with live_server(["--api", "--data-dir", str(data)]) as (url, app):
+    with live_server(["--api", "--data-dir", str(data)]) as (url, _app):
         yield url, folder
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import html
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from sddp_wildcards import files
 
@@ -326,5 +326,17 @@ def build(context: Callable[[], Context]):
     return [(tab, TITLE, ELEM_ID)]
 
 
-__all__ = ["Context", "ELEM_ID", "TITLE", "build", "collection_choices", "copy_collection", "delete", "delete_all",
-           "open_file", "save", "select", "tree_html"]
+__all__ = [
+    "ELEM_ID",
+    "TITLE",
+    "Context",
+    "build",
+    "collection_choices",
+    "copy_collection",
+    "delete",
+    "delete_all",
+    "open_file",
+    "save",
+    "select",
+    "tree_html",
+]
