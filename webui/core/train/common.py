@@ -166,6 +166,29 @@ SAVED_PARAMS_PREVIEWS = {"preview_prompt", "preview_negative_prompt", "preview_s
                          "preview_cfg_scale", "preview_seed", "preview_width", "preview_height"}
 
 
+def prepare_dataset(services, args, comp, files: list, template_file: str, placeholder_token: str, progress,
+                    should_stop: Callable[[], bool]):
+    """A1111's PersonalizedDataset as both trainers build it: the dataset's images at the training size, encoded by
+    the model's VAE, with the template's prompts (``[name]`` = ``placeholder_token``), the caption options and the
+    filename-word options. Shows "Preparing dataset" on the progress meanwhile."""
+    import random
+
+    from webui.core.train.dataset import PersonalizedDataset
+    from webui.core.train.templates import read_template_lines
+
+    if progress is not None:
+        progress.textinfo = f"Preparing dataset from {html.escape(args.data_root)}..."
+    return PersonalizedDataset(
+        files, width=args.training_width, height=args.training_height, placeholder_token=placeholder_token,
+        template_lines=read_template_lines(template_file), encode=vae_encoder(comp),
+        batch_size=args.batch_size, gradient_step=args.gradient_step, shuffle_tags=args.shuffle_tags,
+        tag_drop_out=args.tag_drop_out, latent_sampling_method=args.latent_sampling_method,
+        varsize=args.varsize, use_weight=args.use_weight,
+        word_regex=services.option("dataset_filename_word_regex") or "",
+        join_string=services.option("dataset_filename_join_string"), should_stop=should_stop,
+        rng=random.Random())
+
+
 def save_settings_to_file(log_directory: str, all_params: dict) -> str:
     """A1111 ``save_settings_to_file``: ``settings-<date-time>.json`` in the log folder."""
     now = datetime.datetime.now()

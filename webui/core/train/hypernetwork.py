@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import inspect
 import logging
 import os
-import random
 
 import torch
 
@@ -204,20 +202,8 @@ def train_hypernetwork(services: common.TrainingServices, args: TrainHypernetwor
 
     with contextlib.ExitStack() as scope, common.frozen_model(comp):
         services.engine.use_vae(scope, comp)  # option sd_vae: the VAE generations use encodes the dataset too
-        if progress is not None:
-            progress.textinfo = f"Preparing dataset from {html.escape(args.data_root)}..."
-        from webui.core.train.dataset import PersonalizedDataset
-        from webui.core.train.templates import read_template_lines
-
-        ds = PersonalizedDataset(
-            files, width=args.training_width, height=args.training_height, placeholder_token=name,
-            template_lines=read_template_lines(templates[args.template_filename]), encode=common.vae_encoder(comp),
-            batch_size=args.batch_size, gradient_step=args.gradient_step, shuffle_tags=args.shuffle_tags,
-            tag_drop_out=args.tag_drop_out, latent_sampling_method=args.latent_sampling_method,
-            varsize=args.varsize, use_weight=args.use_weight,
-            word_regex=services.option("dataset_filename_word_regex") or "",
-            join_string=services.option("dataset_filename_join_string"), should_stop=should_stop,
-            rng=random.Random())
+        ds = common.prepare_dataset(services, args, comp, files, templates[args.template_filename], name, progress,
+                                    should_stop)
         if services.option("save_training_settings_to_txt"):
             os.makedirs(log_directory, exist_ok=True)
             common.save_settings_to_file(log_directory, {
